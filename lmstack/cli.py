@@ -1,0 +1,104 @@
+"""`lmstack <command> [config.yaml ...] [--field=value ...]`: one subcommand per user task.
+
+This file is only a table: command -> (module, config dataclass, function, one-line help). Each function takes
+the resolved config and returns an exit code (or None for 0). Modules are imported only when their command
+runs, so `lmstack --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import NamedTuple
+
+import yaml
+
+
+class Command(NamedTuple):
+    module: str  # dotted module path, imported lazily
+    config: str  # name of the config dataclass in that module
+    func: str  # name of the function called with the config
+    help: str  # one line for `lmstack --help`
+
+
+COMMANDS: dict[str, Command] = {
+    "corpus": Command("lmstack.data.corpus", "CorpusConfig", "main", "list, show or fetch the embedded corpora"),
+    "train-tokenizer": Command(
+        "lmstack.tokenizer.commands", "TrainTokenizerConfig", "train_tokenizer", "train a byte-level BPE tokenizer"
+    ),
+    "tokenize": Command("lmstack.tokenizer.commands", "TokenizeConfig", "tokenize", "show the pieces and ids of a text"),
+    "convert": Command("lmstack.model.convert", "ConvertConfig", "main", "convert HF dir / GGUF file <-> HF dir"),
+    "models": Command("lmstack.model.local_models", "ModelsConfig", "main", "list models available offline"),
+    "calc": Command("lmstack.model.calc", "CalcConfig", "main", "parameters, FLOPs, memory and KV-cache sizes"),
+    "prepare-data": Command("lmstack.data.prepare", "PrepareConfig", "main", "dedup + tokenize a corpus into shards"),
+    "pretrain": Command("lmstack.train.pretrain", "PretrainConfig", "main", "pretrain a transformer on token shards"),
+    "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
+    "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
+    "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
+    "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
+}
+
+
+def usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        "usage: lmstack <command> [config.yaml ...] [--field=value ...]",
+        "",
+        "lmstack: a complete LLM stack from first principles. Commands:",
+        "",
+    ]
+    lines += [f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items()]
+    lines += ["", "`lmstack <command> --help` lists a command's options; `--print-config` shows the resolved config."]
+    return "\n".join(lines)
+
+
+def resolve(name: str) -> tuple[type, object]:
+    """The config class and function behind a command name."""
+    cmd = COMMANDS[name]
+    module = importlib.import_module(cmd.module)
+    return getattr(module, cmd.config), getattr(module, cmd.func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lmstack.common.config import ConfigError, config_to_dict, format_help, load_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(f"lmstack: unknown command '{name}'.{hint} See `lmstack --help`.", file=sys.stderr)
+        return 2
+    config_cls, func = resolve(name)
+    if "-h" in rest or "--help" in rest:
+        doc = (sys.modules[COMMANDS[name].module].__doc__ or "").strip().split("\n\n")[0]
+        print(format_help(config_cls, f"lmstack {name}", doc))
+        return 0
+    print_config = "--print-config" in rest
+    rest = [a for a in rest if a != "--print-config"]
+    try:
+        cfg = load_config(config_cls, rest)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"lmstack {name}: error: {e}", file=sys.stderr)
+        return 2
+    if print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+        return 0
+    try:
+        code = func(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lmstack {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lmstack {name}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
