@@ -12,7 +12,8 @@ text, so the code is the documentation:
 
 Rules (ARCHITECTURE.md, STYLE.md): field name = YAML key = CLI flag = log key; an unknown key is an error that
 names the closest valid key; values are converted to the field's type and a bad value names the flag.
-A field whose metadata has `positional=True` also takes bare (non-flag) arguments, e.g. `lmstack tokenize "hi"`.
+A field whose metadata has `positional=True` also takes bare (non-flag) arguments, e.g. `lmstack tokenize "hi"`;
+metadata `flag="from"` gives a field a CLI flag that is not a Python identifier (`src: str = field(metadata={"flag": "from"})`).
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ def parse_args(cls: type[C], argv: list[str]) -> tuple[dict[str, Any], list[str]
     """Split argv into config-file paths and `--key=value` / `--key value` overrides (in order)."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = _resolved_types(cls)
+    aliases = {f.metadata["flag"]: n for n, f in fields.items() if "flag" in f.metadata}
     positional = [n for n, f in fields.items() if f.metadata.get("positional")]
     overrides: dict[str, Any] = {}
     files: list[str] = []
@@ -189,9 +191,9 @@ def parse_args(cls: type[C], argv: list[str]) -> tuple[dict[str, Any], list[str]
         arg = argv[i]
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
-            key = key.replace("-", "_")
+            key = aliases.get(key, key.replace("-", "_"))
             if key not in fields:
-                raise _unknown_key_error(key, list(fields), "command-line flags")
+                raise _unknown_key_error(key, list(fields) + list(aliases), "command-line flags")
             if not eq:
                 nxt = argv[i + 1] if i + 1 < len(argv) else None
                 tp = hints[key]
@@ -277,7 +279,8 @@ def format_help(cls: type, prog: str, description: str = "") -> str:
             default = "(required)"
         tp = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
         pos = " (positional)" if f.metadata.get("positional") else ""
-        lines.append(f"  --{f.name:<22} {tp:<10} default={default!r}{pos}")
+        flag = f.metadata.get("flag", f.name)
+        lines.append(f"  --{flag:<22} {tp:<10} default={default!r}{pos}")
         if f.name in helps:
             lines.append(f"  {'':<24} {helps[f.name]}")
     lines += ["", "  --help                   show this message", "  --print-config           print the resolved config"]

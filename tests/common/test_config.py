@@ -77,3 +77,15 @@ def test_help_comes_from_field_comments():
     assert helps["steps"] == "optimizer steps"
     text = format_help(DemoConfig, "prog")
     assert "--schedule" in text and "LR schedule" in text
+
+
+@dataclass
+class AliasConfig:
+    src: str = field(default="", metadata={"flag": "from"})  # where to read
+    dst: str = field(default="", metadata={"flag": "to"})  # where to write
+
+
+def test_flag_alias_for_keywords():
+    cfg = load_config(AliasConfig, ["--from", "a.gguf", "--to=out"])
+    assert (cfg.src, cfg.dst) == ("a.gguf", "out")
+    assert "--from" in format_help(AliasConfig, "prog")
