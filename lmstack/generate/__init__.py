@@ -1,0 +1,1 @@
+"""Generation: sampling, beam search, speculative and constrained decoding over any model with the cache protocol."""
