@@ -1,0 +1,131 @@
+"""Multi-head self-attention with grouped KV heads (MHA / GQA / MQA), masks built from positions, and a cache.
+
+Attention(Q, K, V) = softmax(Q K^T / sqrt(hd) + bias) V  (Vaswani et al. 2017). Grouped-query attention
+(Ainslie et al. 2023) shares each K/V head among H / Hkv query heads: Hkv = H is MHA, Hkv = 1 is MQA
+(Shazeer 2019). Options: q/k/v biases (GPT-2, Qwen2), QK-norm (RMSNorm per head before RoPE), sliding window
+(Mistral: a query reads only keys less than `window` positions back), causal or bidirectional, ALiBi bias.
+
+The mask comes from positions alone (see `lmstack/model/cache.py`): query at p reads key at q iff q >= 0,
+q <= p (causal) and p - q < window. Padded queries (p = -1) read every slot so softmax never sees an all -inf
+row (their outputs are garbage and ignored). Two paths compute the same thing, tied by tests:
+  - "sdpa": `torch.nn.functional.scaled_dot_product_attention` (fused; `is_causal=True` and no mask tensor when
+    nothing but causality constrains the scores: no cache, default positions, no ALiBi, window >= T)
+  - "reference": explicit softmax in float32; the only path that can return the attention weights (for plots).
+Left out: cross-attention, attention sinks, differential attention, multi-latent attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmstack.model.cache import KVCache
+from lmstack.model.config import ModelConfig
+from lmstack.model.norms import RMSNorm
+from lmstack.model.positions import apply_rope
+
+
+def position_bias(
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    causal: bool,
+    window: int | None,
+    slopes: torch.Tensor | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Additive bias (B, 1 or H, T, S) from query positions (B, T) and key positions (B, S): 0 where a query may
+    read a key, -inf where it may not, plus -slope_h * |p - q| for ALiBi."""
+    p, q = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
+    dist = p - q  # (B, T, S)
+    allowed = q >= 0
+    if causal:
+        allowed = allowed & (dist >= 0)
+    if window is not None:
+        allowed = allowed & (dist.abs() < window)
+    allowed = allowed | (p < 0)  # padded queries read everything: no all-masked rows, no NaN
+    bias = torch.zeros(allowed.shape, dtype=torch.float32, device=q_pos.device)
+    bias = bias.masked_fill(~allowed, float("-inf"))[:, None]  # (B, 1, T, S)
+    if slopes is not None:
+        bias = bias - slopes.to(bias.device)[None, :, None, None] * dist.abs()[:, None].float()  # (B, H, T, S)
+    return bias.to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.causal, self.window, self.dropout = cfg.causal, cfg.sliding_window, cfg.dropout
+        self.impl = cfg.attention
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=cfg.bias)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        slopes: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        plain_causal: bool = False,
+        return_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, D), positions (B, T) -> (B, T, D) and, if asked, weights (B, H, T, S).
+
+        plain_causal: the caller guarantees positions are arange(T) for every row and there is no cache, so the
+        mask is the plain triangle (the SDPA `is_causal` fast path)."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        k_pos = positions
+        if cache is not None:
+            k, v, k_pos = cache.update(self.layer_idx, k, v, positions)  # (B, Hkv, S, hd), (B, S)
+        use_ref = return_weights or self.impl == "reference"
+        fast = plain_causal and slopes is None and (self.window is None or self.window >= T)
+        bias = None if fast else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype)
+        drop = self.dropout if self.training else 0.0
+        weights = None
+        if use_ref:
+            out, weights = reference_attention(q, k, v, bias, fast and self.causal, drop)
+        else:
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=bias,
+                dropout_p=drop,
+                is_causal=fast and self.causal,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )  # (B, H, T, hd)
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return self.o_proj(out), (weights if return_weights else None)
+
+
+def reference_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, causal: bool, dropout: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit softmax(q k^T / sqrt(hd) + bias) v in float32; returns output (B, H, T, hd), weights (B, H, T, S)."""
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)  # (B, H, S, hd): query head h reads KV head h // group
+    v = v.repeat_interleave(group, dim=1)
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    if causal:  # plain triangle, aligned at the end (T == S here)
+        T, S = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1), -math.inf)
+    if bias is not None:
+        scores = scores + bias.float()
+    weights = scores.softmax(dim=-1)
+    dropped = F.dropout(weights, dropout) if dropout > 0 else weights
+    return (dropped @ v.float()).to(q.dtype), weights

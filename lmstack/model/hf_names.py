@@ -1,0 +1,93 @@
+"""Tensor-name tables between our `Transformer` state dict and Hugging Face checkpoints (data only).
+
+Each family is a list of (our name, HF name) templates; `{i}` is a layer index, `{e}` an expert index.
+GPT-2 stores q, k and v fused in one `c_attn` and keeps its linears as `Conv1D` with (in, out) weights, so
+`hf.py` fuses our q/k/v into the pseudo-name `attn.qkv` and transposes the names listed in `GPT2_TRANSPOSED`.
+"""
+
+from __future__ import annotations
+
+import re
+
+GPT2: list[tuple[str, str]] = [
+    ("embed.weight", "transformer.wte.weight"),
+    ("pos_embed.weight", "transformer.wpe.weight"),
+    ("blocks.{i}.attn_norm.weight", "transformer.h.{i}.ln_1.weight"),
+    ("blocks.{i}.attn_norm.bias", "transformer.h.{i}.ln_1.bias"),
+    ("blocks.{i}.attn.qkv.weight", "transformer.h.{i}.attn.c_attn.weight"),
+    ("blocks.{i}.attn.qkv.bias", "transformer.h.{i}.attn.c_attn.bias"),
+    ("blocks.{i}.attn.o_proj.weight", "transformer.h.{i}.attn.c_proj.weight"),
+    ("blocks.{i}.attn.o_proj.bias", "transformer.h.{i}.attn.c_proj.bias"),
+    ("blocks.{i}.ffn_norm.weight", "transformer.h.{i}.ln_2.weight"),
+    ("blocks.{i}.ffn_norm.bias", "transformer.h.{i}.ln_2.bias"),
+    ("blocks.{i}.ffn.up_proj.weight", "transformer.h.{i}.mlp.c_fc.weight"),
+    ("blocks.{i}.ffn.up_proj.bias", "transformer.h.{i}.mlp.c_fc.bias"),
+    ("blocks.{i}.ffn.down_proj.weight", "transformer.h.{i}.mlp.c_proj.weight"),
+    ("blocks.{i}.ffn.down_proj.bias", "transformer.h.{i}.mlp.c_proj.bias"),
+    ("norm.weight", "transformer.ln_f.weight"),
+    ("norm.bias", "transformer.ln_f.bias"),
+    ("lm_head.weight", "lm_head.weight"),
+]
+GPT2_TRANSPOSED = ("c_attn.weight", "c_proj.weight", "c_fc.weight")  # Conv1D: (in, out)
+GPT2_IGNORED = (r"\.attn\.bias$", r"\.attn\.masked_bias$")  # old checkpoints store the causal mask as a buffer
+
+_LLAMA_COMMON: list[tuple[str, str]] = [
+    ("embed.weight", "model.embed_tokens.weight"),
+    ("blocks.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"),
+    ("blocks.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
+    *[
+        (f"blocks.{{i}}.attn.{p}_proj.{w}", f"model.layers.{{i}}.self_attn.{p}_proj.{w}")
+        for p in "qkvo"
+        for w in ("weight", "bias")
+    ],
+    ("blocks.{i}.attn.q_norm.weight", "model.layers.{i}.self_attn.q_norm.weight"),
+    ("blocks.{i}.attn.k_norm.weight", "model.layers.{i}.self_attn.k_norm.weight"),
+    ("norm.weight", "model.norm.weight"),
+    ("lm_head.weight", "lm_head.weight"),
+]
+LLAMA: list[tuple[str, str]] = _LLAMA_COMMON + [
+    (f"blocks.{{i}}.ffn.{p}_proj.{w}", f"model.layers.{{i}}.mlp.{p}_proj.{w}")
+    for p in ("gate", "up", "down")
+    for w in ("weight", "bias")
+]
+MIXTRAL: list[tuple[str, str]] = _LLAMA_COMMON + [
+    ("blocks.{i}.ffn.router.weight", "model.layers.{i}.block_sparse_moe.gate.weight"),
+    ("blocks.{i}.ffn.experts.{e}.gate_proj.weight", "model.layers.{i}.block_sparse_moe.experts.{e}.w1.weight"),
+    ("blocks.{i}.ffn.experts.{e}.down_proj.weight", "model.layers.{i}.block_sparse_moe.experts.{e}.w2.weight"),
+    ("blocks.{i}.ffn.experts.{e}.up_proj.weight", "model.layers.{i}.block_sparse_moe.experts.{e}.w3.weight"),
+]
+LLAMA_IGNORED = (r"rotary_emb\.inv_freq$",)  # old checkpoints store the RoPE table as a buffer
+
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "gpt2": GPT2,
+    "llama": LLAMA,
+    "mistral": LLAMA,
+    "qwen2": LLAMA,
+    "mixtral": MIXTRAL,
+}
+IGNORED: dict[str, tuple[str, ...]] = {"gpt2": GPT2_IGNORED, "mixtral": LLAMA_IGNORED}
+
+
+def _regex(template: str) -> re.Pattern[str]:
+    pattern = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{e\}", r"(?P<e>\d+)")
+    return re.compile(f"^{pattern}$")
+
+
+def rename(name: str, family: str, to_hf: bool) -> str | None:
+    """Our name -> HF name (to_hf) or back; None when the table has no entry for it.
+
+    >>> rename("blocks.3.attn.q_proj.weight", "llama", to_hf=True)
+    'model.layers.3.self_attn.q_proj.weight'
+    """
+    for ours, theirs in TABLES[family]:
+        src, dst = (ours, theirs) if to_hf else (theirs, ours)
+        m = _regex(src).match(name)
+        if m:
+            return dst.format(**m.groupdict())
+    return None
+
+
+def is_ignored(hf_name: str, family: str) -> bool:
+    """Checkpoint entries that are buffers, not weights (safe to skip on import)."""
+    patterns = IGNORED.get(family, LLAMA_IGNORED)
+    return any(re.search(p, hf_name) for p in patterns)

@@ -1,0 +1,207 @@
+"""The `Transformer`: one decoder (or encoder) language model whose every variant is set by `ModelConfig`.
+
+Reading order: embeddings (+ learned or sinusoidal positions) -> L blocks -> final norm -> LM head. A block is
+    pre-norm  (GPT-2, Llama):      x = x + attn(norm1(x));  x = x + ffn(norm2(x))
+    post-norm (Vaswani et al.):    x = norm1(x + attn(x));  x = norm2(x + ffn(x))   (no final norm)
+with RoPE or ALiBi applied inside attention and the FFN dense (GELU / SwiGLU) or a mixture of experts.
+Init follows GPT-2 (Radford et al. 2019): N(0, 0.02) weights, zero biases, and residual output projections
+(o_proj, down_proj) scaled by 1/sqrt(2 L) so the residual stream's variance does not grow with depth.
+
+Forward contract (ARCHITECTURE.md): `model(input_ids, positions=None, cache=None, targets=None) -> Output`.
+`positions` (B, T) int64 with -1 for padding (default arange(T)); `cache` implements `lmstack.model.cache.KVCache`
+and receives each layer's keys/values after RoPE; `targets` (B, T) with -100 = ignore. `return_attention=True`
+forces the explicit-softmax path and returns every layer's attention weights (B, H, T, S) in `Output.attentions`.
+Left out: tensor/pipeline parallelism, encoder-decoder, MLM head (a later stage adds it on `causal=False`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lmstack.model.attention import Attention
+from lmstack.model.cache import KVCache
+from lmstack.model.config import ModelConfig
+from lmstack.model.ffn import build_ffn
+from lmstack.model.moe import MoE, RouterStats
+from lmstack.model.norms import build_norm
+from lmstack.model.positions import RotaryEmbedding, alibi_slopes, sinusoidal
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor  # (B, T, V)
+    loss: torch.Tensor | None = None  # mean cross-entropy over targets != -100, plus `aux_loss` when present
+    aux_loss: torch.Tensor | None = None  # MoE: coef * load-balancing + z_coef * z-loss, averaged over layers
+    expert_load: list[RouterStats] | None = None  # MoE: per-layer router statistics (load per expert, drops)
+    attentions: list[torch.Tensor] | None = None  # per-layer (B, H, T, S) weights when return_attention=True
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.pre = cfg.norm_placement == "pre"
+        self.attn_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.norm_bias)
+        self.attn = Attention(cfg, layer_idx)
+        self.ffn_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.norm_bias)
+        if cfg.n_experts:
+            self.ffn = MoE(
+                cfg.d_model,
+                cfg.d_ff,
+                cfg.n_experts,
+                cfg.experts_per_token,
+                cfg.bias,
+                cfg.capacity_factor,
+                cfg.router_noise,
+            )
+        else:
+            self.ffn = build_ffn(cfg.ffn, cfg.d_model, cfg.d_ff, cfg.bias, cfg.gelu_approx)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        slopes: torch.Tensor | None,
+        cache: KVCache | None,
+        plain_causal: bool,
+        return_weights: bool,
+    ) -> tuple[torch.Tensor, RouterStats | None, torch.Tensor | None]:
+        """x (B, T, D) -> (B, T, D), router stats (MoE) and attention weights (if asked)."""
+        h = self.attn_norm(x) if self.pre else x
+        a, weights = self.attn(h, positions, rope, slopes, cache, plain_causal, return_weights)
+        x = x + self.drop(a)
+        if not self.pre:
+            x = self.attn_norm(x)
+        h = self.ffn_norm(x) if self.pre else x
+        stats = None
+        if isinstance(self.ffn, MoE):
+            f, stats = self.ffn(h)
+        else:
+            f = self.ffn(h)
+        x = x + self.drop(f)
+        if not self.pre:
+            x = self.ffn_norm(x)
+        return x, stats, weights
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        cfg = self.config = config
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position == "learned" else None
+        self.rope = None
+        if cfg.position == "rope":
+            self.rope = RotaryEmbedding(cfg.rope_dim, cfg.rope_theta, cfg.rope_scaling, cfg.max_seq_len)
+        if cfg.position == "alibi":
+            self.register_buffer("alibi", alibi_slopes(cfg.n_heads), persistent=False)
+        else:
+            self.alibi = None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        pre = cfg.norm_placement == "pre"
+        self.norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.norm_bias) if pre else nn.Identity()
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.apply(self._init_weights)
+        if cfg.scaled_residual_init:
+            std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+            for name, p in self.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    nn.init.normal_(p, mean=0.0, std=std)
+        self.to(DTYPES[cfg.dtype])
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        targets: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> Output:
+        """input_ids (B, T) -> Output with logits (B, T, V); see the module docstring for the contract."""
+        B, T = input_ids.shape
+        plain_causal = positions is None and cache is None
+        if positions is None:
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+        x = self.embed(input_ids)  # (B, T, D)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions.clamp(min=0))
+        elif self.config.position == "sinusoidal":
+            x = x + sinusoidal(positions.clamp(min=0), self.config.d_model).to(x.dtype)
+        x = self.drop(x)
+        rope = self.rope(positions, x.dtype) if self.rope is not None else None
+        stats, attentions = [], []
+        for block in self.blocks:
+            args = (positions, rope, self.alibi, cache, plain_causal, return_attention)
+            if self.config.activation_checkpointing and self.training and cache is None:
+                x, s, w = checkpoint(block, x, *args, use_reentrant=False)
+            else:
+                x, s, w = block(x, *args)
+            stats.append(s)
+            attentions.append(w)
+        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        return self._output(logits, targets, stats, attentions if return_attention else None)
+
+    def _output(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor | None,
+        stats: list[RouterStats | None],
+        attentions: list[torch.Tensor] | None,
+    ) -> Output:
+        out = Output(logits=logits, attentions=attentions)
+        if self.config.n_experts:
+            cfg = self.config
+            aux = torch.stack([s.aux_loss for s in stats]).mean()
+            z = torch.stack([s.z_loss for s in stats]).mean()
+            out.aux_loss = cfg.moe_aux_loss_coef * aux + cfg.moe_z_loss_coef * z
+            out.expert_load = stats
+        if targets is not None:
+            V = logits.shape[-1]
+            out.loss = F.cross_entropy(logits.float().view(-1, V), targets.reshape(-1), ignore_index=-100)
+            if out.aux_loss is not None:
+                out.loss = out.loss + out.aux_loss
+        return out
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Unique parameter count (a tied head counts once); optionally without token/position embeddings."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.embed.weight.numel() + (self.pos_embed.weight.numel() if self.pos_embed is not None else 0)
+        return n
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
+    ) -> Transformer:
+        """Load an HF-format directory (ours or a real GPT-2/Llama/Mistral/Qwen2/Mixtral one), a `.gguf` file,
+        or a model name known to `lmstack.model.local_models` (e.g. "smollm2-135m")."""
+        from lmstack.model.hf import load_pretrained
+
+        return load_pretrained(path, dtype=dtype, device=device)
+
+    def save_pretrained(self, path: str | Path, tokenizer: Any = None, max_shard_bytes: int | None = None) -> Path:
+        """Write config.json, model.safetensors (HF names) and generation_config.json atomically to `path`; with
+        a tokenizer, also `tokenizer.save(path)`. `max_shard_bytes` splits weights into shards plus an index."""
+        from lmstack.model.hf import save_pretrained
+
+        return save_pretrained(self, path, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
