@@ -97,7 +97,8 @@ def test_eos_and_stop_ids_end_rows_and_are_not_included():
     assert generate(m, [[0]], SamplingParams(max_new_tokens=20, temperature=0, stop_token_ids=[3])) == [[2]]
     out = generate(m, [[0], [0, 0, 0]], SamplingParams(max_new_tokens=20, temperature=0))
     assert out == [[2, 3, 4], [4]]  # the 3-token prompt ends at position 2: next is script[3] = 4, then EOS
-    assert generate(m, [[0]], SamplingParams(max_new_tokens=20, temperature=0, ignore_eos=True))[0][:5] == [2, 3, 4, 9, 5]
+    no_eos = SamplingParams(max_new_tokens=20, temperature=0, ignore_eos=True)
+    assert generate(m, [[0]], no_eos)[0][:5] == [2, 3, 4, 9, 5]
 
 
 def script_for(tok, text: str) -> list[int]:
