@@ -1,0 +1,256 @@
+"""`Tokenizer`: byte-level BPE with regex pre-tokenization and special tokens, tiktoken-compatible.
+
+encode: text -> split around allowed special tokens -> each ordinary segment cut into chunks by the split
+stages (patterns.py) -> each chunk's UTF-8 bytes merged by BPE (bpe.py) -> ids. decode: ids -> bytes -> UTF-8
+with U+FFFD for invalid sequences (never raises on bytes; an unknown id is a ValueError).
+
+The model is `mergeable_ranks` (token bytes -> id = rank), `split_stages` and `special_tokens`, exactly
+tiktoken's `Encoding(pat_str, mergeable_ranks, special_tokens)`. A tokenizer loaded from a Hugging Face
+tokenizer.json that is not one of ours also carries its `merges` list and is ranked by merge (see bpe.py).
+
+Speed: chunks repeat (" the", ",", "\\n"), so chunk -> ids is cached in a dict (cleared when it reaches
+`CACHE_MAX` entries); a chunk that is itself a token (most English words in a 50k vocabulary) is one lookup.
+`fast=False` uses the reference merge loop and no cache; a test ties both paths.
+
+Lone surrogates (possible in a Python str, not in UTF-8): replaced by U+FFFD before encoding, as tiktoken does,
+so `decode(encode(s)) == s` holds for every string without lone surrogates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from lmstack.tokenizer.bpe import merge_by_pair, merge_by_token, merge_reference
+from lmstack.tokenizer.patterns import make_splitter, resolve_stages
+from lmstack.tokenizer.special import SpecialSet, SpecialTokens
+
+CACHE_MAX = 1 << 18  # chunk cache entries before it is cleared
+EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<|im_end|>")  # eos_id fallbacks, in order
+BOS_NAMES = ("<|startoftext|>", "<s>", "<|begin_of_text|>")  # bos_id fallbacks, in order
+
+
+def replace_surrogates(text: str) -> str:
+    """Lone surrogates -> U+FFFD (a valid surrogate *pair* becomes its character), tiktoken's rule."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class Tokenizer:
+    """Byte-level BPE tokenizer. Build with `train`, `from_tiktoken` or `load`; see the module docstring."""
+
+    def __init__(
+        self,
+        mergeable_ranks: dict[bytes, int],
+        pattern: str | list[str] = "gpt4",
+        special_tokens: dict[str, int] | None = None,
+        merges: list[tuple[bytes, bytes]] | None = None,
+        ignore_merges: bool = True,
+        config: dict | None = None,
+    ) -> None:
+        self.mergeable_ranks = dict(mergeable_ranks)
+        self.split_stages = resolve_stages(pattern)
+        self.pattern = self.split_stages[-1]  # the word-level regex; earlier stages (digits) refine it
+        self._special = SpecialTokens(special_tokens or {})
+        self.special_tokens = self._special.tokens
+        self.merges = list(merges) if merges is not None else None
+        self.ignore_merges = ignore_merges if merges is not None else True
+        self.config = dict(config or {})  # tokenizer_config.json fields kept on load (chat_template, eos_token)
+        self._check_vocab()
+        self._split = make_splitter(self.split_stages)
+        self._decoder = {i: t for t, i in self.mergeable_ranks.items()}
+        self._decoder.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
+        self._pair_ranks = {p: r for r, p in enumerate(self.merges)} if self.merges is not None else None
+        self._cache: dict[str, list[int]] = {}
+
+    def _check_vocab(self) -> None:
+        missing = [b for b in range(256) if bytes([b]) not in self.mergeable_ranks]
+        if missing:
+            raise ValueError(f"mergeable_ranks lacks {len(missing)} single bytes (e.g. {bytes([missing[0]])!r})")
+        ids = set(self.mergeable_ranks.values())
+        if len(ids) != len(self.mergeable_ranks):
+            raise ValueError("mergeable_ranks: two tokens share an id")
+        clash = ids & set(self.special_tokens.values())
+        if clash:
+            raise ValueError(f"special token ids {sorted(clash)[:5]} are also ordinary token ids")
+        for a, b in self.merges or []:
+            if a not in self.mergeable_ranks or b not in self.mergeable_ranks or a + b not in self.mergeable_ranks:
+                raise ValueError(f"merge {a!r} + {b!r}: a part or the result is not in the vocabulary")
+
+    # ---- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_tiktoken(
+        cls, mergeable_ranks: dict[bytes, int], pattern: str | list[str], special_tokens: dict[str, int]
+    ) -> Tokenizer:
+        """The equivalent of `tiktoken.Encoding(pat_str=pattern, mergeable_ranks=..., special_tokens=...)`."""
+        return cls(mergeable_ranks, pattern, special_tokens)
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        pattern: str | list[str] = "gpt4",
+        special_tokens: list[str] | dict[str, int] | None = None,
+        show_progress: bool = True,
+    ) -> Tokenizer:
+        """Learn merges from `texts` (streamed once). `vocab_size` counts bytes + merges + special tokens."""
+        from lmstack.tokenizer.trainer import train_bpe
+
+        stages = resolve_stages(pattern)
+        names = list(special_tokens or [])
+        ranks = train_bpe(texts, vocab_size - len(names), stages, show_progress=show_progress)
+        return cls(ranks, stages, {s: len(ranks) + k for k, s in enumerate(names)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        """A directory (tokenizer.json [+ tokenizer.tiktoken] [+ tokenizer_config.json]) or a tokenizer.json."""
+        from lmstack.tokenizer.persist import load_tokenizer
+
+        return load_tokenizer(cls, Path(path))
+
+    def save(self, directory: str | Path) -> None:
+        """Write tokenizer.json (HF), tokenizer_config.json (chat template) and tokenizer.tiktoken (ranks)."""
+        from lmstack.tokenizer.persist import save_tokenizer
+
+        save_tokenizer(self, Path(directory))
+
+    # ---- encoding ---------------------------------------------------------------------------------------
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        """BPE one chunk (fast path), memoized."""
+        piece = chunk.encode("utf-8")
+        ranks = self.mergeable_ranks
+        token = ranks.get(piece) if self.ignore_merges else None
+        if token is not None:
+            ids = [token]
+        elif self._pair_ranks is None:
+            ids = [ranks[p] for p in merge_by_token(piece, ranks)]
+        else:
+            ids = [ranks[p] for p in merge_by_pair(piece, self._pair_ranks)]
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[chunk] = ids
+        return ids
+
+    def encode_chunk_reference(self, chunk: str) -> list[int]:
+        """BPE one chunk with the readable reference loop (no cache)."""
+        piece = chunk.encode("utf-8")
+        if self.ignore_merges and piece in self.mergeable_ranks:
+            return [self.mergeable_ranks[piece]]
+        if self._pair_ranks is None:
+            ranks = self.mergeable_ranks
+            parts = merge_reference(piece, lambda a, b: ranks.get(a + b))
+        else:
+            pairs = self._pair_ranks
+            parts = merge_reference(piece, lambda a, b: pairs.get((a, b)))
+        return [self.mergeable_ranks[p] for p in parts]
+
+    def encode_ordinary(self, text: str, fast: bool = True) -> list[int]:
+        """Encode treating special-token text as ordinary text."""
+        try:
+            return self._encode_ordinary(text, fast)
+        except UnicodeEncodeError:  # a lone surrogate: only now pay for the replacement pass
+            return self._encode_ordinary(replace_surrogates(text), fast)
+
+    def _encode_ordinary(self, text: str, fast: bool) -> list[int]:
+        out: list[int] = []
+        if not fast:
+            for chunk in self._split(text):
+                out += self.encode_chunk_reference(chunk)
+            return out
+        extend, cached, miss = out.extend, self._cache.get, self._encode_chunk
+        for chunk in self._split(text):
+            ids = cached(chunk)
+            extend(ids if ids is not None else miss(chunk))
+        return out
+
+    def encode(
+        self, text: str, allowed_special: SpecialSet = frozenset(), disallowed_special: SpecialSet = "all"
+    ) -> list[int]:
+        """tiktoken semantics: special-token text raises ValueError unless allowed (-> its id) or not disallowed."""
+        allowed, disallowed = self._special.resolve(allowed_special, disallowed_special)
+        self._special.check_disallowed(text, disallowed)
+        if not allowed:
+            return self.encode_ordinary(text)
+        out: list[int] = []
+        for k, segment in enumerate(self._special.split(text, allowed)):
+            if k % 2:  # odd positions are the matched special tokens
+                out.append(self.special_tokens[segment])
+            elif segment:
+                out += self.encode_ordinary(segment)
+        return out
+
+    def encode_batch(
+        self,
+        texts: list[str],
+        num_workers: int | None = None,
+        allowed_special: SpecialSet = frozenset(),
+        disallowed_special: SpecialSet = "all",
+    ) -> list[list[int]]:
+        """Encode many texts; above ~1 MB in total, spread them over `num_workers` forked processes."""
+        from lmstack.tokenizer.batch import encode_batch
+
+        workers = num_workers if num_workers is not None else min(os.cpu_count() or 1, 8)
+        return encode_batch(self, list(texts), workers, allowed_special, disallowed_special)
+
+    # ---- decoding ---------------------------------------------------------------------------------------
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Ids -> the concatenated bytes of their tokens (special tokens give their text)."""
+        ids = ids if isinstance(ids, list) else list(ids)
+        try:
+            return b"".join([self._decoder[i] for i in ids])
+        except (KeyError, TypeError):
+            bad = next(i for i in ids if not isinstance(i, int) or i not in self._decoder)
+            raise ValueError(f"token id {bad!r} is not in this tokenizer (vocab_size={self.vocab_size})") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> text; bytes that are not valid UTF-8 become U+FFFD (never raises for valid ids)."""
+        return self.decode_bytes(list(ids)).decode("utf-8", errors="replace")
+
+    def id_to_bytes(self, i: int) -> bytes:
+        return self.decode_bytes([i])
+
+    def id_to_piece(self, i: int) -> str:
+        """A token as readable text (partial UTF-8 shown as U+FFFD)."""
+        return self.id_to_bytes(i).decode("utf-8", errors="replace")
+
+    # ---- vocabulary -------------------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Embedding rows needed: the largest id + 1 (ordinary and special tokens)."""
+        return max(self._decoder) + 1
+
+    def _named_id(self, key: str, fallbacks: tuple[str, ...]) -> int | None:
+        name = self.config.get(key)
+        name = name.get("content") if isinstance(name, dict) else name
+        if name in self.special_tokens:
+            return self.special_tokens[name]
+        if name is not None and name.encode() in self.mergeable_ranks:
+            return self.mergeable_ranks[name.encode()]
+        return next((self.special_tokens[n] for n in fallbacks if n in self.special_tokens), None)
+
+    @property
+    def eos_id(self) -> int | None:
+        """tokenizer_config's eos_token if set, else <|endoftext|> (then </s>, <|end_of_text|>, <|im_end|>)."""
+        return self._named_id("eos_token", EOS_NAMES)
+
+    @property
+    def bos_id(self) -> int | None:
+        """tokenizer_config's bos_token if set, else <|startoftext|> / <s> / <|begin_of_text|>, else None."""
+        return self._named_id("bos_token", BOS_NAMES)
+
+    def render_chat(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = False
+    ) -> tuple[list[int], list[int]]:
+        """ChatML ids and loss mask (1 on assistant content + its <|im_end|>); see chat.py."""
+        from lmstack.tokenizer.chat import render_chat
+
+        return render_chat(self, messages, add_generation_prompt)
+
+    def __repr__(self) -> str:
+        kind = "merges" if self.merges is not None else "ranks"
+        return f"Tokenizer(vocab_size={self.vocab_size}, special={len(self.special_tokens)}, by={kind})"
