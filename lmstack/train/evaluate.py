@@ -1,10 +1,12 @@
 """Validation loss, perplexity and bits-per-byte over a whole token stream, each token scored exactly once.
 
-The stream of N validation tokens is cut into non-overlapping windows of the model's context T: window i reads
-tokens [iT, iT + T) and predicts tokens [iT + 1, iT + T + 1), so every token but the first is a target exactly once
-(the first is the document separator, which carries no bytes). The last window is shorter when N - 1 is not a
-multiple of T. Windows restart with no context, so early tokens of each window see less history: this is the
-standard "non-overlapping" evaluation (a sliding window would score lower; it is not what is reported here).
+The stream of N validation tokens is cut into non-overlapping windows of the model's context T
+(`lmstack.data.batches.eval_windows`): window i reads tokens [iT, iT + T) and predicts tokens [iT + 1, iT + T + 1),
+so every token but the first is a target exactly once (the first is the document separator, which carries no
+bytes; the separators that end documents are scored, with no bytes of their own). The last window is shorter
+when N - 1 is not a multiple of T. Windows restart with no context, so early tokens of each window see less
+history: this is the standard "non-overlapping" evaluation (a sliding window would score lower; it is not what
+is reported here).
 
     val_loss = (sum of -ln p(token) over the N - 1 targets) / (N - 1)            nats per token
     val_ppl  = exp(val_loss)
@@ -19,30 +21,13 @@ Leaves out: sliding-window (strided) evaluation, per-document resets.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def windows(tokens: np.ndarray, seq_len: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Non-overlapping (x, y) windows covering targets 1..N-1 once; full windows batched, the remainder alone.
-
-    >>> [(x.tolist(), y.tolist()) for x, y in windows(np.arange(6), seq_len=2, batch_size=8)]
-    [([[0, 1], [2, 3]], [[1, 2], [3, 4]]), ([[4]], [[5]])]
-    """
-    n_full = (len(tokens) - 1) // seq_len
-    for start in range(0, n_full, batch_size):
-        rows = range(start, min(start + batch_size, n_full))
-        chunk = np.stack([np.asarray(tokens[r * seq_len : r * seq_len + seq_len + 1], dtype=np.int64) for r in rows])
-        xy = torch.from_numpy(chunk)  # (B, T + 1)
-        yield xy[:, :-1], xy[:, 1:]
-    rest = (len(tokens) - 1) - n_full * seq_len
-    if rest > 0:
-        tail = torch.from_numpy(np.asarray(tokens[n_full * seq_len :], dtype=np.int64))[None]  # (1, rest + 1)
-        yield tail[:, :-1], tail[:, 1:]
+from lmstack.data.batches import eval_windows
 
 
 @torch.no_grad()
@@ -69,13 +54,13 @@ def evaluate(
     was_training = model.training
     model.eval()
     total_nats, n_targets = 0.0, 0
-    for x, y in windows(tokens, seq_len, batch_size):
+    for x, y, n in eval_windows(tokens, seq_len, batch_size):  # x, y: (B, T), n = B * T targets
         x, y = x.to(device), y.to(device)
         with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(x).logits  # (B, T, V)
         nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
         total_nats += nats.item()
-        n_targets += y.numel()
+        n_targets += n
     model.train(was_training)
     assert n_targets == len(tokens) - 1, (n_targets, len(tokens))
     scored_bytes = n_bytes * (n_targets / (full_len - 1))
