@@ -70,7 +70,12 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     """config.json contents for `cfg` (HF field names for HF families, ours for "lmstack")."""
     family = hf_family(cfg)
     ids = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
-    head = {"architectures": [ARCHITECTURES[family]], "model_type": family, "torch_dtype": cfg.dtype}
+    head = {
+        "architectures": [ARCHITECTURES[family]],
+        "model_type": family,
+        "dtype": cfg.dtype,
+        "torch_dtype": cfg.dtype,
+    }
     if family == "lmstack":
         return {**head, **cfg.to_dict()}
     if family == "gpt2":
@@ -218,7 +223,8 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
     except KeyError as e:
         raise ValueError(f"{where}: missing field {e.args[0]!r} required for model_type {family!r}") from None
     ids = dict(bos_token_id=_first_id(hf.get("bos_token_id")), eos_token_id=_first_id(hf.get("eos_token_id")))
-    return ModelConfig(**fields, **ids)
+    stored = hf.get("dtype") or hf.get("torch_dtype") or "float32"
+    return ModelConfig(**fields, **ids, dtype=stored if stored in DTYPES else "float32")
 
 
 # ---------------------------------------------------------------- tensors
@@ -333,7 +339,8 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
 def load_hf_dir(
     directory: Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> Transformer:
-    """Build our `Transformer` from an HF-format directory (ours or a real one)."""
+    """Build our `Transformer` from an HF-format directory (ours or a real one). `dtype` None keeps the dtype
+    config.json records (`dtype` / `torch_dtype`, float32 if absent), as `transformers` does with "auto"."""
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{directory}: no config.json (is this a Hugging Face model directory?)")

@@ -144,6 +144,11 @@ class Transformer(nn.Module):
             positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
         x = self.embed(input_ids)  # (B, T, D)
         if self.pos_embed is not None:
+            if int(positions.max()) >= self.config.max_seq_len:  # a learned table has no row for it
+                raise ValueError(
+                    f"position {int(positions.max())} is past the learned position table "
+                    f"(ModelConfig.max_seq_len={self.config.max_seq_len})"
+                )
             x = x + self.pos_embed(positions.clamp(min=0))
         elif self.config.position == "sinusoidal":
             x = x + sinusoidal(positions.clamp(min=0), self.config.d_model).to(x.dtype)
