@@ -102,6 +102,8 @@ class _Reader:
         return value
 
     def vector(self, kind: int) -> list[Any]:
+        if kind not in (LGLSXP, INTSXP, REALSXP, RAWSXP, STRSXP, VECSXP):
+            raise ValueError(f"{self.where}: unsupported R object type {kind} at byte {self.pos - 4}")
         n = self.length()
         if kind in (LGLSXP, INTSXP):
             return [None if v == NA_INT else v for v in struct.unpack(f">{n}i", self.take(4 * n))]
@@ -109,9 +111,7 @@ class _Reader:
             return list(struct.unpack(f">{n}d", self.take(8 * n)))
         if kind == RAWSXP:
             return list(self.take(n))
-        if kind in (STRSXP, VECSXP):
-            return [self.item() for _ in range(n)]
-        raise ValueError(f"{self.where}: unsupported R object type {kind} at byte {self.pos}")
+        return [self.item() for _ in range(n)]  # STRSXP or VECSXP
 
     def pairlist(self, has_attr: bool, has_tag: bool) -> dict[str, Any]:
         """A pairlist (LISTSXP chain) as an ordered dict tag -> value (untagged cells get '#<i>')."""
