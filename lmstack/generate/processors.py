@@ -234,3 +234,14 @@ def sample(probs_logits: torch.Tensor, generator: torch.Generator | None) -> tor
     """Draw one token per row from softmax(logits) (B, V) -> (B,)."""
     probs = probs_logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def fork(pipe: LogitsPipeline) -> LogitsPipeline:
+    """An independent copy whose state can advance without touching `pipe` (speculative verification)."""
+    new = object.__new__(LogitsPipeline)
+    new.__dict__.update(pipe.__dict__)
+    for name in ("seen", "counts", "history"):
+        t = getattr(pipe, name)
+        if t is not None:
+            setattr(new, name, t.clone())
+    return new
