@@ -304,7 +304,8 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     log = JsonlLogger(out / "metrics.jsonl" if rank == 0 else None, append=cfg.resume)
     n_params = sum(p.numel() for p in unique_params(model))
     if rank == 0:
-        info(f"pretrain: {n_params / 1e6:.2f} M parameters, {world} process(es) on {device}, "
+        mode = "" if world == 1 else (" (FSDP2 fully_shard)" if cfg.fsdp else " (DDP)")
+        info(f"pretrain: {n_params / 1e6:.2f} M parameters, {world} process(es){mode} on {device}, "
              f"{cfg.batch_size} x {cfg.seq_len} tokens per step, budget "
              f"{f'{cfg.train_seconds:.0f} s' if cfg.train_seconds else f'{cfg.max_steps} steps'}")  # fmt: skip
 
