@@ -95,12 +95,12 @@ def count_params(s: Shape) -> ParamCount:
     D, hd, L = s.d_model, s.hd, s.n_layers
     q_out, kv_out = s.n_heads * hd, s.n_kv_heads * hd
     attn_w = D * (q_out + 2 * kv_out) + q_out * D  # q, k, v: D -> out; o: H·hd -> D
-    attn_b = (q_out + 2 * kv_out + D) if s.bias else (q_out + 2 * kv_out) if s.qkv_bias else 0
+    attn_b = (q_out + 2 * kv_out if s.qkv_bias else 0) + (D if s.bias else 0)
     mats = 3 if s.ffn == "swiglu" else 2  # gate/up/down vs fc/proj
     expert_w = mats * D * s.d_ff
     expert_b = (s.d_ff * (mats - 1) + D) if s.bias else 0
     router = D * s.n_experts if s.n_experts > 1 else 0
-    norm_size = D * (2 if s.norm == "layernorm" else 1)  # weight (+ bias)
+    norm_size = D * (2 if s.norm == "layernorm" and s.norm_bias else 1)  # weight (+ bias)
     head = s.vocab_size * D
     return ParamCount(
         embedding=head,
@@ -109,7 +109,7 @@ def count_params(s: Shape) -> ParamCount:
         ffn=L * s.n_experts * (expert_w + expert_b),
         ffn_active=L * s.experts_per_token * (expert_w + expert_b),
         router=L * router,
-        norms=(2 * L + 1) * norm_size,
+        norms=(2 * L + s.final_norm) * norm_size + L * 2 * hd * s.qk_norm,
         lm_head=0 if s.tie_embeddings else head,
         linear=L * (attn_w + s.n_experts * expert_w + router),
         matmul_active=L * (attn_w + s.experts_per_token * expert_w + router) + head,
@@ -230,7 +230,11 @@ def table_rows(s: Shape, seq: int, batch: int, dtype: str) -> list[tuple[str, st
     p = count_params(s)
     rows = [
         ("parameters (total)", _count(p.total), "embeddings + blocks + norms (+ head if untied)"),
-        ("  embeddings V·D", _count(p.embedding + p.positions), "tied" if s.tie_embeddings else "untied"),
+        (
+            "  embeddings",
+            _count(p.embedding + p.positions),
+            "V·D" + (" + max_seq_len·D positions" if p.positions else ""),
+        ),
         ("  LM head V·D", _count(p.lm_head), "0: shares the embedding" if s.tie_embeddings else "separate"),
         ("  non-embedding", _count(p.non_embedding), "Kaplan's N"),
         ("  attention (all L)", _count(p.attention), "L·[D·(H+2·Hkv)·hd + H·hd·D]"),

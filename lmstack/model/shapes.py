@@ -30,9 +30,12 @@ class Shape:
     n_experts: int = 1  # E, experts per MoE layer (1 = dense)
     experts_per_token: int = 1  # k, experts each token is routed to
     tie_embeddings: bool = False  # LM head shares the embedding matrix
-    bias: bool = False  # every linear layer has a bias (GPT-2)
-    qkv_bias: bool = False  # only the q/k/v projections have biases (Qwen2)
-    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"  # layernorm carries a bias vector too
+    bias: bool = False  # the attention output and FFN linears have biases (GPT-2)
+    qkv_bias: bool = False  # the q/k/v projections have biases (GPT-2, Qwen2)
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"  # normalization layer kind
+    norm_bias: bool = False  # LayerNorm carries an additive bias (GPT-2); ignored for rmsnorm
+    qk_norm: bool = False  # an RMSNorm of width hd on queries and one on keys per block (OLMo-2, Qwen3)
+    final_norm: bool = True  # a norm before the LM head (pre-norm models)
     learned_pos: bool = False  # learned absolute position table of max_seq_len rows (GPT-2)
     max_seq_len: int = 2048  # trained context length
     sliding_window: int = 0  # attention window in tokens (0 = full causal attention)
@@ -56,8 +59,8 @@ class Shape:
 def _gpt2(name: str, d: int, layers: int, heads: int, published: float) -> Shape:
     # GPT-2 (Radford et al. 2019): LayerNorm with bias, GELU MLP 4x, biases everywhere, learned positions, tied.
     return Shape(
-        name, 50257, layers, d, heads, heads, 4 * d, ffn="gelu", tie_embeddings=True, bias=True,
-        norm="layernorm", learned_pos=True, max_seq_len=1024, published_params=published,
+        name, 50257, layers, d, heads, heads, 4 * d, ffn="gelu", tie_embeddings=True, bias=True, qkv_bias=True,
+        norm="layernorm", norm_bias=True, learned_pos=True, max_seq_len=1024, published_params=published,
     )  # fmt: skip
 
 
@@ -108,37 +111,40 @@ def get_shape(name: str) -> Shape:
 
 
 def shape_from_config(cfg: Any, name: str = "config") -> Shape:
-    """A `Shape` from our `ModelConfig` (read by attribute name, so this module never imports the model).
+    """A `Shape` from our `lmstack.model.ModelConfig` (read by attribute name: this module never imports the model).
 
     Attributes read: vocab_size, n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff, ffn, n_experts,
-    experts_per_token, tie_embeddings, bias, qkv_bias, norm, pos, max_seq_len, sliding_window.
+    experts_per_token, tie_embeddings, bias, qkv_bias, norm, norm_bias, qk_norm, norm_placement, position,
+    max_seq_len, sliding_window. Our MoE experts are always SwiGLU; n_experts 0 means a dense FFN.
     """
 
     def get(attr: str, default: Any = None) -> Any:
         value = getattr(cfg, attr, default)
         return default if value is None else value
 
-    n_heads = int(get("n_heads"))
-    ffn = str(get("ffn", "swiglu")).lower()
-    norm = str(get("norm", "rmsnorm")).lower()
-    pos = str(get("pos", get("position", "rope"))).lower()
+    n_heads, d_model = int(get("n_heads")), int(get("d_model"))
+    n_experts = int(get("n_experts", 0))
+    moe = n_experts > 1
     return Shape(
-        name=str(get("name", name)),
+        name=name,
         vocab_size=int(get("vocab_size")),
         n_layers=int(get("n_layers")),
-        d_model=int(get("d_model")),
+        d_model=d_model,
         n_heads=n_heads,
         n_kv_heads=int(get("n_kv_heads", n_heads)),
-        d_ff=int(get("d_ff", 4 * int(get("d_model")))),
+        d_ff=int(get("d_ff", 4 * d_model)),
         head_dim=int(get("head_dim", 0)),
-        ffn="gelu" if ffn in ("gelu", "mlp", "gelu_mlp") else "swiglu",
-        n_experts=max(1, int(get("n_experts", 1))),
-        experts_per_token=max(1, int(get("experts_per_token", 1))),
+        ffn="swiglu" if moe or get("ffn", "swiglu") == "swiglu" else "gelu",
+        n_experts=n_experts if moe else 1,
+        experts_per_token=int(get("experts_per_token", 1)) if moe else 1,
         tie_embeddings=bool(get("tie_embeddings", False)),
         bias=bool(get("bias", False)),
         qkv_bias=bool(get("qkv_bias", False)),
-        norm="layernorm" if "layer" in norm else "rmsnorm",
-        learned_pos=pos in ("learned", "absolute", "learned_absolute"),
+        norm="layernorm" if get("norm", "rmsnorm") == "layernorm" else "rmsnorm",
+        norm_bias=bool(get("norm_bias", False)),
+        qk_norm=bool(get("qk_norm", False)),
+        final_norm=get("norm_placement", "pre") == "pre",
+        learned_pos=get("position", "rope") == "learned",
         max_seq_len=int(get("max_seq_len", 2048)),
-        sliding_window=int(get("sliding_window", 0) or 0),
+        sliding_window=int(get("sliding_window", 0)),
     )

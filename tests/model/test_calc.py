@@ -111,8 +111,8 @@ TINY = [
     Shape("tiny-llama-tied-hd", 101, 3, 32, 4, 1, 48, head_dim=16, tie_embeddings=True),
     Shape("tiny-qwen", 77, 2, 48, 6, 2, 80, qkv_bias=True, tie_embeddings=True),
     Shape("tiny-moe", 64, 2, 32, 4, 2, 40, n_experts=4, experts_per_token=2),
-    Shape("tiny-gpt2", 90, 2, 32, 4, 4, 128, ffn="gelu", bias=True, norm="layernorm", learned_pos=True,
-          tie_embeddings=True, max_seq_len=40),
+    Shape("tiny-gpt2", 90, 2, 32, 4, 4, 128, ffn="gelu", bias=True, qkv_bias=True, norm="layernorm",
+          norm_bias=True, learned_pos=True, tie_embeddings=True, max_seq_len=40),
 ]  # fmt: skip
 
 
@@ -204,3 +204,34 @@ def test_bad_input_names_the_flag() -> None:
         CalcConfig(seq=0)
     with pytest.raises(ValueError, match="n_heads=6 not a multiple"):
         Shape("bad", 10, 1, 12, 6, 4, 8)
+
+
+OUR_VARIANTS = [
+    dict(),
+    dict(qk_norm=True, head_dim=12),
+    dict(norm="layernorm", norm_bias=False, norm_placement="post"),
+    dict(norm="layernorm", norm_bias=True, ffn="gelu", bias=True, qkv_bias=True, position="learned"),
+    dict(position="sinusoidal", tie_embeddings=True, n_kv_heads=1),
+    dict(position="alibi", qkv_bias=True, d_ff=80),
+    dict(n_experts=4, experts_per_token=2, bias=True),
+    dict(n_experts=3, experts_per_token=1, ffn="gelu", sliding_window=8),
+]
+
+
+@pytest.mark.parametrize("overrides", OUR_VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "base")
+def test_matches_our_transformer_numel(overrides: dict) -> None:
+    from lmstack.model import ModelConfig, Transformer
+
+    cfg = ModelConfig(**{**dict(vocab_size=101, n_layers=2, d_model=48, n_heads=4, n_kv_heads=2), **overrides})
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    assert count_params(shape_from_config(cfg)).total == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("preset", ["tiny", "speedrun-cpu", "gpt2-124m", "gpt2-tiny", "mixtral-tiny", "smollm2-135m"])
+def test_matches_our_presets(preset: str) -> None:
+    from lmstack.model import ModelConfig, Transformer
+
+    with torch.device("meta"):
+        model = Transformer(ModelConfig.from_preset(preset))
+    assert count_params(calc.resolve_shape(preset)).total == sum(p.numel() for p in model.parameters())
