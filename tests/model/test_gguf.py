@@ -214,3 +214,22 @@ def test_missing_or_bad_file(tmp_path: Path) -> None:
     (tmp_path / "bad.gguf").write_bytes(b"not a gguf file at all")
     with pytest.raises(ValueError, match="bad.gguf"):
         convert_gguf(tmp_path / "bad.gguf", tmp_path / "out")
+
+
+def test_convert_command_and_from_pretrained_read_gguf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `lmstack convert --from X.gguf --to DIR` and `Transformer.from_pretrained(X.gguf)` both go through convert_gguf
+    from transformers import AutoModelForCausalLM
+
+    from lmstack.cli import main as cli_main
+    from lmstack.model import Transformer
+
+    monkeypatch.setenv("LMSTACK_HOME", str(tmp_path / "home"))
+    path = write_gguf(tmp_path / "m.gguf", tiny_llama(tie=False), qtype="Q8_0")
+    assert cli_main(["convert", "--from", str(path), "--to", str(tmp_path / "hf")]) == 0
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ours = Transformer.from_pretrained(path)
+    ids = torch.randint(0, ref.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
