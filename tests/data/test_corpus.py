@@ -153,3 +153,12 @@ def test_corpus_command_rejects_bad_arguments(capsys):
     assert "unknown corpus 'shakespear'" in capsys.readouterr().err
     assert cli_main(["corpus", "delete"]) == 2
     assert "expected `list`" in capsys.readouterr().err
+
+
+def test_fetch_skips_debian_corpora_without_apt(monkeypatch, capsys):
+    import lmstack.data.corpus as corpus
+
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    monkeypatch.setattr(corpus, "fetch", lambda source: pytest.fail(f"fetched {source.package}"))
+    assert main(CorpusConfig(["fetch", "austen", "pydocs"])) == 0
+    assert "austen: skipped (its Debian package needs apt-get" in capsys.readouterr().out
