@@ -1,0 +1,192 @@
+"""Benchmark: BPE training time and encode throughput of lmstack's tokenizer, beside its anchors.
+
+Claims (issue 3): training a 4,096-token vocabulary on the Shakespeare corpus (5 MB) within 3x of Hugging Face
+`tokenizers`' Rust BpeTrainer and >= 100x faster than recounting all pairs after every merge (what minbpe
+does); encode >= 0.5x tiktoken's single-thread throughput from the same ranks, with identical ids.
+
+Method: one process; the compared runs alternate (ours, anchor, ours, anchor, ...), median of REPEATS.
+The recount-per-merge trainer (written here, as in minbpe: all chunks, one pass per merge) is timed for its
+first RECOUNT_MERGES merges and extrapolated linearly to 3,840 merges; later merges are cheaper (chunks
+shrink), so the extrapolation overstates its time by less than 2x. Encode: our `encode_ordinary` with an empty
+chunk cache ("cold", the first pass over a text) and with the cache filled by a previous pass ("warm"), and
+`encode_batch` (processes) vs tiktoken's `encode_ordinary` / `encode_ordinary_batch` (threads). Peak memory:
+peak RSS of a fresh subprocess during training minus its RSS after loading the corpus.
+Run: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/tokenizer.py [--quick]`; writes docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import table, write_section  # noqa: E402
+from lmstack.data.corpus import load_corpus  # noqa: E402
+from lmstack.tokenizer import Tokenizer  # noqa: E402
+from lmstack.tokenizer.hf_format import onig_compatible  # noqa: E402
+from lmstack.tokenizer.patterns import GPT4, make_splitter  # noqa: E402
+from lmstack.tokenizer.references import cl100k  # noqa: E402
+from lmstack.tokenizer.trainer import merge_word  # noqa: E402
+
+VOCAB = 4096
+THREADS = 2
+QUICK = "--quick" in sys.argv
+REPEATS = 1 if QUICK else 3
+RECOUNT_MERGES = 3 if QUICK else 10
+
+
+def timed(fn, *args):  # noqa: ANN001, ANN201 - returns (seconds, result)
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def train_ours(texts: list[str]) -> Tokenizer:
+    return Tokenizer.train(texts, VOCAB, GPT4, show_progress=False)
+
+
+def train_hf(texts: list[str]):  # noqa: ANN201
+    from tokenizers import Regex, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(onig_compatible(GPT4)), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    hf.train_from_iterator(texts, trainer)
+    return hf
+
+
+def recount_per_merge(texts: list[str], merges: int) -> tuple[float, float]:
+    """minbpe's loop: every chunk as an id list; each merge recounts all pairs, then rewrites all chunks.
+    Returns (set-up seconds, seconds per merge over the first `merges`)."""
+    start = time.perf_counter()
+    split = make_splitter([GPT4])
+    chunks = [list(c.encode("utf-8")) for t in texts for c in split(t)]
+    setup = time.perf_counter() - start
+    start = time.perf_counter()
+    for k in range(merges):
+        stats: dict[tuple[int, int], int] = {}
+        for ids in chunks:
+            for pair in zip(ids, ids[1:]):
+                stats[pair] = stats.get(pair, 0) + 1
+        a, b = max(stats, key=stats.get)
+        chunks = [merge_word(ids, a, b, 256 + k) for ids in chunks]
+    return setup, (time.perf_counter() - start) / merges
+
+
+def peak_rss_mb(which: str) -> float:
+    """Peak RSS growth (MB) of a fresh process while it trains `which` on the corpus."""
+    code = f"""
+import resource, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from bench.tokenizer import load_text, train_hf, train_ours
+texts = load_text()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+{"train_ours" if which == "ours" else "train_hf"}(texts)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def load_text() -> list[str]:
+    return load_corpus("shakespeare")
+
+
+def bench_training(texts: list[str]) -> tuple[str, dict]:
+    ours_s, hf_s = [], []
+    for _ in range(REPEATS):
+        t, ours = timed(train_ours, texts)
+        ours_s.append(t)
+        t, hf = timed(train_hf, texts)
+        hf_s.append(t)
+    setup, per_merge = recount_per_merge(texts, RECOUNT_MERGES)
+    recount = setup + per_merge * (VOCAB - 256)
+    n_ours = sum(len(ours.encode_ordinary(t)) for t in texts)
+    n_hf = sum(len(e.ids) for e in hf.encode_batch(texts, add_special_tokens=False))
+    n_bytes = sum(len(t.encode()) for t in texts)
+    mem = {"ours": peak_rss_mb("ours"), "hf": peak_rss_mb("hf")}
+    o, h = statistics.median(ours_s), statistics.median(hf_s)
+    rows = [
+        ["lmstack (incremental counts + heap)", o, 1.0, n_bytes / n_ours, mem["ours"]],
+        ["HF tokenizers BpeTrainer (Rust)", h, o / h, n_bytes / n_hf, mem["hf"]],
+        [f"recount per merge (minbpe-style; {RECOUNT_MERGES} merges timed, extrapolated)", recount, o / recount, "-",
+         "-"],
+    ]  # fmt: skip
+    md = table(["trainer", "seconds", "ours / this (time ratio)", "bytes/token", "peak RSS growth (MB)"], rows)
+    return md, {"ours_s": o, "hf_s": h, "recount_s": recount, "mem": mem}
+
+
+def bench_encode(name: str, tok: Tokenizer, text: str, docs: list[str]) -> list[list[object]]:
+    import tiktoken
+
+    ref = tiktoken.Encoding(name, pat_str=tok.pattern, mergeable_ranks=tok.mergeable_ranks, special_tokens={})
+    mb = len(text.encode()) / 1e6
+    cold, warm, tik, batch, tik_batch = [], [], [], [], []
+    for _ in range(REPEATS):
+        tok._cache.clear()
+        t, ours = timed(tok.encode_ordinary, text)
+        cold.append(t)
+        warm.append(timed(tok.encode_ordinary, text)[0])
+        t, theirs = timed(ref.encode_ordinary, text)
+        tik.append(t)
+        assert ours == theirs, f"{name}: ids differ from tiktoken"
+        tok._cache.clear()
+        batch.append(timed(tok.encode_batch, docs, THREADS)[0])
+        tik_batch.append(timed(lambda: ref.encode_ordinary_batch(docs, num_threads=THREADS))[0])
+    med = statistics.median
+    return [
+        [name, "ours encode_ordinary, cold cache", mb / med(cold), med(tik) / med(cold)],
+        [name, "ours encode_ordinary, warm cache", mb / med(warm), med(tik) / med(warm)],
+        [name, "tiktoken encode_ordinary (1 thread)", mb / med(tik), 1.0],
+        [name, f"ours encode_batch ({THREADS} processes, cold)", mb / med(batch), med(tik) / med(batch)],
+        [name, f"tiktoken encode_ordinary_batch ({THREADS} threads)", mb / med(tik_batch), med(tik) / med(tik_batch)],
+    ]
+
+
+def main() -> None:
+    texts = load_text()
+    n_mb = sum(len(t.encode()) for t in texts) / 1e6
+    train_md, res = bench_training(texts)
+    ours = train_ours(texts)
+    text = "".join(texts)
+    rows = bench_encode("ours-4096", ours, text, texts) + bench_encode("cl100k", cl100k(), text, texts)
+    enc_md = table(["ranks", "encoder", "MB/s", "speed vs tiktoken 1 thread"], rows)
+    body = f"""### Tokenizer (`bench/tokenizer.py`)
+
+Training a {VOCAB}-token byte-level BPE (GPT-4 split regex, no special tokens) on the Shakespeare corpus
+({n_mb:.2f} MB, 42 documents); median of {REPEATS} interleaved runs. Targets: within 3x of HF (ratio >= 0.33)
+and >= 100x faster than recount-per-merge.
+
+{train_md}
+
+Encoding the same {n_mb:.2f} MB with our trained ranks and with cl100k_base; ids identical to tiktoken built
+from the same ranks and pattern (asserted in every run). Target: >= 0.5x tiktoken single-thread.
+
+{enc_md}
+
+Numbers measured while other engineers' jobs shared the 2-core machine; ratios (interleaved runs) are more
+trustworthy than absolute times. What limits us: the regex split (Python `regex` module) alone runs at about
+tiktoken's full encode speed, so even a 100% cache-hit encode cannot exceed ~1x; a cold cache adds the Python
+merge loop for every distinct chunk.
+"""
+    print(body)
+    if not QUICK:
+        write_section("tokenizer", body)
+
+
+if __name__ == "__main__":
+    main()
