@@ -75,7 +75,12 @@ def read_config(reader: Any) -> dict[str, Any]:
         raise ValueError(f"GGUF {arch}.rope.scaling.type={scaling!r} is not supported (only unscaled RoPE)")
     n_heads = int(_meta(reader, f"{arch}.attention.head_count"))
     d_model = int(_meta(reader, f"{arch}.embedding_length"))
-    head_dim = int(_meta(reader, f"{arch}.rope.dimension_count", d_model // n_heads))
+    head_dim = int(_meta(reader, f"{arch}.attention.key_length", d_model // n_heads))
+    rotary = int(_meta(reader, f"{arch}.rope.dimension_count", head_dim))
+    if rotary != head_dim:
+        raise ValueError(
+            f"GGUF {arch}.rope.dimension_count={rotary} != head dim {head_dim}: partial rotary unsupported"
+        )
     names = {t.name for t in reader.tensors}
     vocab = int(_meta(reader, f"{arch}.vocab_size", len(_meta(reader, "tokenizer.ggml.tokens", []))))
     return {

@@ -68,7 +68,8 @@ def gguf_name(hf: str) -> str:
 
 
 def write_gguf(path: Path, model: torch.nn.Module, qtype: str = "F32", arch: str = "llama",
-               tok_model: str = "gpt2", pre: str = "smollm", merges: list[str] = MERGES) -> Path:  # fmt: skip
+               tok_model: str = "gpt2", pre: str = "smollm", merges: list[str] = MERGES,
+               rope_dims: int | None = None) -> Path:  # fmt: skip
     """Write `model` as llama.cpp would: metadata, byte-level BPE vocab, permuted Q/K, matrices as `qtype`."""
     cfg = model.config
     w = gguf.GGUFWriter(str(path), arch)
@@ -80,7 +81,7 @@ def write_gguf(path: Path, model: torch.nn.Module, qtype: str = "F32", arch: str
     w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_freq_base(10000.0)
-    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_rope_dimension_count(rope_dims or cfg.hidden_size // cfg.num_attention_heads)
     w.add_vocab_size(cfg.vocab_size)
     w.add_tokenizer_model(tok_model)
     w.add_tokenizer_pre(pre)
@@ -196,6 +197,7 @@ def test_smollm_pre_tokenizer_splits_digits(tmp_path: Path, pre: str) -> None:
         (dict(qtype="Q5_0"), "type Q5_0; supported"),
         (dict(tok_model="llama"), "tokenizer.ggml.model='llama' is not supported"),
         (dict(pre="llama-bpe"), "tokenizer.ggml.pre='llama-bpe' is not supported"),
+        (dict(rope_dims=8), "rope.dimension_count=8 != head dim 16: partial rotary"),
     ],
 )
 def test_unsupported_input_names_it_and_leaves_old_dir(tmp_path: Path, kwargs: dict, match: str) -> None:
