@@ -58,6 +58,7 @@ class MinHasher:
         self.a = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd
         self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
         self.mix = rng.integers(0, 2**63, size=shingle_size, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        self._word_hash: dict[str, int] = {}  # word -> 64-bit blake2b, shared across documents
 
     def hash_shingles(self, text: str) -> np.ndarray:
         """(n,) uint64 < 2^32: one hash per distinct word n-gram.
@@ -66,7 +67,9 @@ class MinHasher:
         top 32 bits: vectorized over the document instead of hashing every n-gram string in Python.
         """
         words = normalize(text).split(" ")
-        table = {w: int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little") for w in set(words)}
+        table = self._word_hash
+        for new in set(words).difference(table):  # each distinct word is hashed once per MinHasher
+            table[new] = int.from_bytes(hashlib.blake2b(new.encode(), digest_size=8).digest(), "little")
         w = np.fromiter((table[x] for x in words), dtype=np.uint64, count=len(words))  # (n_words,)
         n = max(len(w) - self.shingle_size + 1, 1)
         h = np.zeros(n, dtype=np.uint64)
@@ -82,10 +85,14 @@ class MinHasher:
         """
         x = self.hash_shingles(text)  # (n,)
         sig = np.full(self.num_perm, np.iinfo(np.uint64).max, dtype=np.uint64)
-        for start in range(0, len(x), 4096):  # bound memory at 4096 x k values
-            chunk = x[start : start + 4096, None]  # (c, 1)
-            sig = np.minimum(sig, ((self.a[None, :] * chunk + self.b[None, :]) >> np.uint64(32)).min(0))
-        return sig
+        buf = np.empty((self.num_perm, min(len(x), 4096)), dtype=np.uint64)  # bound memory at k x 4096
+        for start in range(0, len(x), 4096):
+            chunk = x[None, start : start + 4096]  # (1, c)
+            out = buf[:, : chunk.shape[1]]
+            np.multiply(self.a[:, None], chunk, out=out)  # in place: no (k, c) temporaries
+            np.add(out, self.b[:, None], out=out)
+            np.minimum(sig, out.min(axis=1), out=sig)
+        return sig >> np.uint64(32)  # the shift is monotone, so it commutes with min: apply it once
 
 
 def choose_bands(num_perm: int, threshold: float) -> tuple[int, int]:
