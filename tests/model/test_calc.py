@@ -235,3 +235,12 @@ def test_matches_our_presets(preset: str) -> None:
     with torch.device("meta"):
         model = Transformer(ModelConfig.from_preset(preset))
     assert count_params(calc.resolve_shape(preset)).total == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("seq", "window"), [(1, 0), (10, 0), (4096, 0), (10, 4), (4, 10), (4096, 4000)])
+def test_causal_average_keys_brute_force(seq: int, window: int) -> None:
+    # query i (0-based) of a causal sequence reads i + 1 keys, at most `window`
+    s = Shape("w", 10, 1, 8, 2, 2, 8, sliding_window=window)
+    brute = sum(min(i + 1, window) if window else i + 1 for i in range(seq)) / seq
+    assert calc.attention_keys(s, seq, causal=True) == pytest.approx(brute, rel=1e-12)
+    assert calc.attention_keys(s, seq) == (min(seq, window) if window else seq)
