@@ -185,6 +185,27 @@ PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
 }
 
 
+def _bpe_json(
+    tokens: list[str], merges: list[list[str]], added: list[dict[str, Any]], pre: dict[str, Any], unk: str | None
+) -> dict[str, Any]:
+    """A `tokenizers` BPE tokenizer.json: byte-level pre-tokenizer, decoder and post-processor."""
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": pre,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": unk, "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "vocab": {tok: i for i, tok in enumerate(tokens)}, "merges": merges,
+        },
+    }  # fmt: skip
+
+
 def tokenizer_files(reader: Any, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """`tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` from the GGUF vocabulary."""
     model = _meta(reader, "tokenizer.ggml.model")
@@ -209,21 +230,7 @@ def tokenizer_files(reader: Any, config: dict[str, Any]) -> dict[str, dict[str, 
         i = _meta(reader, f"tokenizer.ggml.{key}_token_id", None)
         return tokens[i] if i is not None and 0 <= i < len(tokens) else None
 
-    tokenizer_json = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": None,
-        "pre_tokenizer": PRE_TOKENIZERS[pre],
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {
-            "type": "BPE", "dropout": None, "unk_token": token("unknown"), "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": {tok: i for i, tok in enumerate(tokens)}, "merges": merges,
-        },
-    }  # fmt: skip
+    tokenizer_json = _bpe_json(tokens, merges, added, PRE_TOKENIZERS[pre], token("unknown"))
     specials = {k: token(k2) for k, k2 in (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"),
                                            ("pad_token", "padding"))}  # fmt: skip
     specials = {k: v for k, v in specials.items() if v is not None}
