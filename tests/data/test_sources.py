@@ -124,3 +124,42 @@ def test_missing_apt_names_the_fix(monkeypatch, tmp_path):
     deb = Source("deb", "r-cran-x", "1", ("*",), "0" * 64, "0" * 64, "x")
     with pytest.raises(FetchError, match="needs `apt-get` and `dpkg-deb`.*--input"):
         sources.download_archive(deb, tmp_path)
+
+
+def test_apt_download_updates_lists_once_then_falls_back_to_the_candidate(monkeypatch, tmp_path):
+    """No package lists (a fresh container): `apt-get update` once; pinned version gone: the candidate, warned."""
+    commands = []
+
+    def fake_run(cmd: list[str], cwd: Path, what: str):
+        commands.append(" ".join(cmd))
+        updated = any("update" in c for c in commands)
+        ok = updated and cmd[-1] == "r-cran-x"  # after the update only the unpinned name resolves
+        if ok:
+            (cwd / "r-cran-x_2.0-1_all.deb").write_bytes(b"deb")
+        err = "" if ok else ("E: Version '1.0-1' for 'r-cran-x' was not found" if updated else "E: Unable to locate")
+        return sources.subprocess.CompletedProcess(cmd, 0 if ok else 100, "", err)
+
+    monkeypatch.setattr(sources.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(sources, "_run", fake_run)
+    monkeypatch.setattr(sources.os, "geteuid", lambda: 0)
+    deb = Source("deb", "r-cran-x", "1.0-1", ("*",), "0" * 64, "0" * 64, "x")
+    path, version = sources.download_archive(deb, tmp_path)
+    assert (path.name, version) == ("r-cran-x_2.0-1_all.deb", "2.0-1")
+    assert commands == [
+        "apt-get download -q r-cran-x=1.0-1",
+        "apt-get download -q r-cran-x",
+        "apt-get update -q",
+        "apt-get download -q r-cran-x=1.0-1",
+        "apt-get download -q r-cran-x",
+    ]
+
+
+def test_other_version_from_the_mirror_is_accepted_without_the_pins(fake, monkeypatch):
+    source, _ = fake
+    unpinned = Source(source.kind, source.package, source.version, source.members, "0" * 64, "1" * 64, "x")
+    real = sources.download_archive
+    monkeypatch.setattr(sources, "download_archive", lambda src, dest: (real(src, dest)[0], "1.1"))
+    root = fetch(unpinned)
+    assert json.loads((root.parent / "manifest.json").read_text())["version"] == "1.1"
+    monkeypatch.setattr(sources, "download_archive", refuse)
+    assert fetch(unpinned) == root  # verified against its own manifest; the pins apply only to version 1.0
