@@ -3,8 +3,8 @@
 Tokens and stop strings do not line up: "</answer>" may arrive as "</", "answer", ">" and a token may carry
 text before and after the stop string. So each row keeps its decoded text, searches only the window a new
 token can complete, and holds back the longest tail that is still a prefix of some stop string (streaming must
-not show "</ans" and then take it back). Text is decoded with an incremental UTF-8 decoder over each token's
-bytes, so a multi-byte character split across tokens is emitted once, whole.
+not show "</ans" and then take it back). Text comes from the tokenizer's `StreamDecoder` (incremental UTF-8
+over each token's bytes), so a multi-byte character split across tokens is emitted once, whole.
 
 Cutting: the text ends right before the earliest stop string; the token ids keep only the tokens that end at
 or before that point (a token straddling the cut is dropped from the ids; its leading text stays in the text).
@@ -12,8 +12,9 @@ or before that point (a token straddling the cut is dropped from the ids; its le
 
 from __future__ import annotations
 
-import codecs
 from typing import Any
+
+from lmstack.tokenizer.stream import StreamDecoder
 
 
 def token_bytes(tokenizer: Any, token_id: int) -> bytes:
@@ -21,6 +22,16 @@ def token_bytes(tokenizer: Any, token_id: int) -> bytes:
     if hasattr(tokenizer, "decode_bytes"):
         return tokenizer.decode_bytes([token_id])
     return tokenizer.decode([token_id]).encode("utf-8")
+
+
+class _BytesView:
+    """Adapts any tokenizer to the `decode_bytes` interface StreamDecoder reads."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return b"".join(token_bytes(self.tok, i) for i in ids)
 
 
 class TextTracker:
@@ -34,7 +45,7 @@ class TextTracker:
         self.tok = tokenizer
         self.stop = list(stop or [])
         self.longest = max((len(s) for s in self.stop), default=0)
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.decoder = StreamDecoder(_BytesView(tokenizer))
         self.text = ""
         self.token_ends: list[int] = []  # len(text) after each token
         self.emitted = 0  # chars already handed out
@@ -44,7 +55,7 @@ class TextTracker:
         if self.cut is not None:
             return "", True
         before = len(self.text)
-        self.text += self.decoder.decode(token_bytes(self.tok, token_id))
+        self.text += self.decoder.feed(token_id)
         self.token_ends.append(len(self.text))
         if self.stop:
             hit = self._find(max(0, before - self.longest + 1))
@@ -62,7 +73,7 @@ class TextTracker:
         """Text still held back (a partial stop string or an unfinished character) once generation ends."""
         if self.cut is not None:
             return ""
-        self.text += self.decoder.decode(b"", final=True)
+        self.text += self.decoder.flush()
         out = self.text[self.emitted :]
         self.emitted = len(self.text)
         return out

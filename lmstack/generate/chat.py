@@ -1,0 +1,135 @@
+"""`lmstack chat`: a streaming terminal chat that keeps the conversation in the model's chat template.
+
+Each turn renders the whole history with ChatML (`Tokenizer.render_chat`, add_generation_prompt=True),
+streams the reply token by token (text never splits a UTF-8 character) and stops at `<|im_end|>`. When the
+history plus the reply budget no longer fits the context window, the oldest turns are dropped (the system
+message is kept); a single message longer than the window is an error, not a silent cut.
+
+Commands typed at the prompt: /reset (forget the history), /exit or /quit (or Ctrl-D).
+With `--json_mode` every reply is a JSON object.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lmstack.generate.params import SamplingParams
+
+
+@dataclass
+class ChatConfig:
+    model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
+    system: str = ""  # system message kept at the top of every conversation
+    max_new_tokens: int = 256  # longest reply, in tokens
+    temperature: float = 0.7  # softmax temperature; 0 = greedy
+    top_p: float = 0.9  # nucleus sampling mass (1 = off)
+    top_k: int = 0  # keep the k most likely tokens (0 = off)
+    min_p: float = 0.0  # drop tokens below min_p * p_max (0 = off)
+    repetition_penalty: float = 1.1  # CTRL repetition penalty (1 = off)
+    json_mode: bool = False  # every reply is one JSON object
+    context: int = 0  # context window in tokens; 0 = the model's max_seq_len
+    seed: int | None = None  # sampling seed (None = random)
+    device: str = "auto"  # auto | cpu | cuda[:N] | mps
+    dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
+
+    def __post_init__(self) -> None:
+        self.sampling_params([])
+        if self.context < 0:
+            raise ValueError(f"--context={self.context}: must be >= 0")
+
+    def sampling_params(self, stop_ids: list[int]) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            json_mode=self.json_mode,
+            seed=self.seed,
+            stop_token_ids=stop_ids,
+        )
+
+
+def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[list[dict[str, str]], list[int]]:
+    """Drop the oldest non-system messages until the rendered prompt has <= budget tokens.
+
+    Returns the kept messages and their prompt ids. Raises ValueError if even the last message alone is too long.
+    """
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    rest = messages[len(system) :]
+    while rest:
+        ids = tok.render_chat(system + rest, add_generation_prompt=True)[0]
+        if len(ids) <= budget:
+            return system + rest, ids
+        rest = rest[1:]
+        while rest and rest[0]["role"] != "user":  # a conversation restarts on a user turn
+            rest = rest[1:]
+    raise ValueError(f"the message does not fit the context window ({budget} tokens for the prompt); shorten it")
+
+
+def chat_turn(
+    model: Any,
+    tok: Any,
+    messages: list[dict[str, str]],
+    params: SamplingParams,
+    context: int,
+    write: Callable[[str], None],
+) -> tuple[list[dict[str, str]], str]:
+    """Answer the last user message: returns the (possibly trimmed) history with the reply appended, and the reply."""
+    from lmstack.generate.api import stream_generate
+    from lmstack.generate.decode import GenerationStats
+
+    messages, ids = fit_history(tok, messages, context - params.max_new_tokens)
+    stats = GenerationStats()
+    for event in stream_generate(model, ids, params, tokenizer=tok, stats=stats):
+        write(event.text)
+    reply = stats.texts[0] if stats.texts else ""
+    return messages + [{"role": "assistant", "content": reply}], reply
+
+
+def main(cfg: ChatConfig) -> int:
+    from lmstack.generate.cli import chat_stop_ids, load_model
+
+    model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
+    params = cfg.sampling_params(chat_stop_ids(tok))
+    context = cfg.context or model.config.max_seq_len
+    if context <= params.max_new_tokens:
+        raise ValueError(f"--context={context} must exceed --max_new_tokens={params.max_new_tokens}")
+    base = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    messages = list(base)
+    print(f"lmstack chat with {cfg.model}: /reset clears the history, /exit quits.", file=sys.stderr)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            break
+        if line.strip() in ("/exit", "/quit"):
+            break
+        if line.strip() == "/reset":
+            messages = list(base)
+            continue
+        if not line.strip():
+            continue
+        write("bot> ")
+        try:
+            messages, _ = chat_turn(model, tok, messages + [{"role": "user", "content": line}], params, context, write)
+        except ValueError as e:
+            print(f"\n[error] {e}", file=sys.stderr)
+            continue
+        write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    from lmstack.cli import main as cli_main
+
+    sys.exit(cli_main(["chat", *sys.argv[1:]]))

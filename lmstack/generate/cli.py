@@ -1,0 +1,169 @@
+"""`lmstack generate`: text from a model, with every decoding option of `SamplingParams` as a flag.
+
+    lmstack generate "The capital of France is" --model smollm2-135m --temperature 0 --max_new_tokens 20
+    lmstack generate "Name three colors." --chat --json_schema schema.json
+    lmstack generate "To be or not" --draft_model DIR --num_draft_tokens 4 --print_stats
+
+The prompt is encoded as is, or with `--chat` wrapped in the model's ChatML template as one user message.
+With one output and no beam search the text streams to stdout as it is generated; otherwise each output is
+printed after a `--- i` line. `--print_stats` prints token counts, speed and speculative acceptance to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmstack.generate.params import SamplingParams
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str = field(default="", metadata={"positional": True})  # text to continue (or the user message, --chat)
+    model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
+    chat: bool = False  # wrap the prompt in the chat template as a user message
+    system: str = ""  # system message (with --chat)
+    max_new_tokens: int = 128  # stop after this many new tokens
+    temperature: float = 0.7  # softmax temperature; 0 = greedy
+    top_k: int = 0  # keep the k most likely tokens (0 = off)
+    top_p: float = 1.0  # nucleus sampling mass (1 = off)
+    min_p: float = 0.0  # drop tokens below min_p * p_max (0 = off)
+    typical_p: float = 1.0  # locally typical sampling mass (1 = off)
+    repetition_penalty: float = 1.0  # CTRL repetition penalty (1 = off)
+    frequency_penalty: float = 0.0  # OpenAI frequency penalty
+    presence_penalty: float = 0.0  # OpenAI presence penalty
+    no_repeat_ngram_size: int = 0  # ban repeating n-grams of this size (0 = off)
+    min_new_tokens: int = 0  # no EOS before this many tokens
+    stop: list[str] = field(default_factory=list)  # stop strings
+    seed: int | None = None  # sampling seed (None = random)
+    n: int = 1  # samples to draw
+    beam_width: int = 1  # beam search width (1 = off)
+    length_penalty: float = 1.0  # beam: score / length ** length_penalty
+    num_return_sequences: int = 1  # beam: hypotheses to print
+    json_mode: bool = False  # output one JSON object
+    json_schema: str = ""  # path to a JSON-Schema file the output must match
+    regex: str = ""  # regular expression the output must match
+    choices: list[str] = field(default_factory=list)  # the output is one of these strings
+    draft_model: str = ""  # draft model (directory or name) for speculative decoding
+    num_draft_tokens: int = 4  # speculative: tokens drafted per target forward
+    prompt_lookup: bool = False  # speculative: draft by n-gram lookup in the prompt (no draft model)
+    device: str = "auto"  # auto | cpu | cuda[:N] | mps
+    dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
+    print_stats: bool = False  # print token counts, tokens/s and acceptance to stderr
+
+    def __post_init__(self) -> None:
+        if self.json_schema and not Path(self.json_schema).is_file():
+            raise FileNotFoundError(f"--json_schema: no such file: {self.json_schema}")
+        self.sampling_params()  # validates every sampling field, naming it
+
+    def sampling_params(self, **extra: Any) -> SamplingParams:
+        schema = json.loads(Path(self.json_schema).read_text()) if self.json_schema else None
+        return SamplingParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            typical_p=self.typical_p,
+            repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            min_new_tokens=self.min_new_tokens,
+            stop=list(self.stop),
+            seed=self.seed,
+            n=self.n,
+            beam_width=self.beam_width,
+            length_penalty=self.length_penalty,
+            num_return_sequences=self.num_return_sequences,
+            json_mode=self.json_mode,
+            json_schema=schema,
+            regex=self.regex or None,
+            choices=list(self.choices) or None,
+            num_draft_tokens=self.num_draft_tokens,
+            prompt_lookup=self.prompt_lookup,
+            **extra,
+        )
+
+
+def load_model(spec: str, device: str = "auto", dtype: str = "") -> tuple[Any, Any]:
+    """A model and its tokenizer from a directory, a .gguf file or a local model name."""
+    from lmstack.common.seed import pick_device
+    from lmstack.model import Transformer
+    from lmstack.model.local_models import resolve_model
+    from lmstack.tokenizer import Tokenizer
+
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        from lmstack.model.hf import _gguf_dir
+
+        path = _gguf_dir(path)
+    elif not path.exists():
+        path = Path(resolve_model(spec))
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model: {spec} is not a model directory, .gguf file or known model name")
+    model = Transformer.from_pretrained(path, dtype=dtype or None, device=pick_device(device))
+    return model.eval(), Tokenizer.load(path)
+
+
+def chat_stop_ids(tok: Any) -> list[int]:
+    """ChatML's end-of-turn token, which ends an assistant reply."""
+    return [tok.special_tokens["<|im_end|>"]] if "<|im_end|>" in getattr(tok, "special_tokens", {}) else []
+
+
+def encode_prompt(cfg: GenerateConfig, tok: Any) -> list[int]:
+    if not cfg.chat:
+        ids = tok.encode(cfg.prompt)
+        if not ids:
+            raise ValueError("--prompt is empty; give a text to continue")
+        return ids
+    messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
+        {"role": "user", "content": cfg.prompt}
+    ]
+    return tok.render_chat(messages, add_generation_prompt=True)[0]
+
+
+def generate_main(cfg: GenerateConfig) -> int:
+    from lmstack.generate.api import generate, stream_generate
+    from lmstack.generate.decode import GenerationStats
+
+    model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
+    draft = load_model(cfg.draft_model, cfg.device, cfg.dtype)[0] if cfg.draft_model else None
+    params = cfg.sampling_params(stop_token_ids=chat_stop_ids(tok) if cfg.chat else [])
+    prompt = encode_prompt(cfg, tok)
+    stats = GenerationStats()
+    t0 = time.perf_counter()
+    if params.n == 1 and params.beam_width == 1:
+        for event in stream_generate(model, prompt, params, tokenizer=tok, draft_model=draft, stats=stats):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        outs = generate(model, [prompt], params, tokenizer=tok, draft_model=draft, stats=stats)
+        texts = stats.texts or [tok.decode(o) for o in outs]
+        for i, text in enumerate(texts):
+            print(f"--- {i}\n{text}")
+    if cfg.print_stats:
+        dt = time.perf_counter() - t0
+        line = {
+            "prompt_tokens": stats.prompt_tokens,
+            "new_tokens": stats.new_tokens,
+            "seconds": round(dt, 3),
+            "tokens_per_s": round(stats.new_tokens / dt, 2) if dt > 0 else None,
+            "target_forwards": stats.forwards,
+        }
+        if stats.drafted:
+            line |= {"acceptance_rate": round(stats.acceptance_rate, 3), "draft_forwards": stats.draft_forwards}
+            line["tokens_per_target_call"] = round(stats.new_tokens / max(stats.forwards - 1, 1), 2)
+        print(json.dumps(line), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from lmstack.cli import main
+
+    sys.exit(main(["generate", *sys.argv[1:]]))

@@ -1,0 +1,86 @@
+"""`lmstack generate` and `lmstack chat` on a tiny saved model with a trained tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lmstack.cli import main
+from lmstack.generate.chat import ChatConfig, chat_turn, fit_history
+from lmstack.generate.chat import main as chat_main
+from lmstack.generate.cli import load_model
+from lmstack.generate.params import SamplingParams
+from lmstack.model import ModelConfig, Transformer
+from lmstack.tokenizer import Tokenizer
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 20 + 'é 你好 😀 {"a": [1, 2]} 0123456789'
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer.train([TEXT], 300, special_tokens=specials, show_progress=False)
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=1, d_model=32, n_heads=4, vocab_size=tok.vocab_size, max_seq_len=96)
+    cfg.eos_token_id = tok.eos_id
+    path = tmp_path_factory.mktemp("tiny")
+    Transformer(cfg).save_pretrained(path, tokenizer=tok)
+    return path
+
+
+def test_generate_command_streams_text(model_dir, capsys):
+    assert main(["generate", "the quick", f"--model={model_dir}", "--temperature=0", "--max_new_tokens=5"]) == 0
+    a = capsys.readouterr().out
+    assert main(["generate", "the quick", f"--model={model_dir}", "--temperature=0", "--max_new_tokens=5"]) == 0
+    assert capsys.readouterr().out == a and a.endswith("\n")
+
+
+def test_generate_command_json_schema_and_stats(model_dir, tmp_path, capsys):
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}))
+    args = ["generate", "x", f"--model={model_dir}", f"--json_schema={schema}", "--max_new_tokens=30", "--seed=0"]
+    assert main([*args, "--print_stats", "--n=2"]) == 0
+    cap = capsys.readouterr()
+    outs = [block.split("\n", 1)[1].strip() for block in cap.out.split("--- ")[1:]]
+    assert len(outs) == 2 and all(isinstance(json.loads(o)["n"], int) for o in outs)
+    assert json.loads(cap.err.strip().splitlines()[-1])["new_tokens"] > 0
+
+
+def test_generate_command_bad_flags_name_the_field(model_dir, capsys):
+    assert main(["generate", "x", f"--model={model_dir}", "--top_p=0"]) == 2
+    assert "top_p" in capsys.readouterr().err
+    assert main(["generate", "x", "--json_schema=/nonexistent.json"]) == 2
+    assert "json_schema" in capsys.readouterr().err
+
+
+def test_fit_history_drops_oldest_turns_keeps_system(model_dir):
+    _, tok = load_model(str(model_dir))
+    msgs = [{"role": "system", "content": "be brief"}]
+    for i in range(6):
+        msgs.append({"role": "user", "content": f"question {i} the quick brown fox"})
+        msgs.append({"role": "assistant", "content": "ok"})
+    msgs.append({"role": "user", "content": "last one"})
+    full = len(tok.render_chat(msgs, add_generation_prompt=True)[0])
+    kept, ids = fit_history(tok, msgs, full - 1)
+    assert kept[0]["role"] == "system" and kept[1]["role"] == "user" and kept[-1]["content"] == "last one"
+    assert len(kept) < len(msgs) and len(ids) <= full - 1
+    assert ids == tok.render_chat(kept, add_generation_prompt=True)[0]
+    with pytest.raises(ValueError, match="context window"):
+        fit_history(tok, msgs, 5)
+
+
+def test_chat_turn_streams_and_appends_reply(model_dir):
+    model, tok = load_model(str(model_dir))
+    chunks: list[str] = []
+    params = SamplingParams(max_new_tokens=8, temperature=0, stop_token_ids=[tok.special_tokens["<|im_end|>"]])
+    msgs, reply = chat_turn(model, tok, [{"role": "user", "content": "hi"}], params, 96, chunks.append)
+    assert "".join(chunks) == reply and msgs[-1] == {"role": "assistant", "content": reply}
+
+
+def test_chat_main_reads_stdin(model_dir, monkeypatch, capsys):
+    lines = iter(["hello", "/reset", "", "again", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert chat_main(ChatConfig(model=str(model_dir), max_new_tokens=4, temperature=0, context=96)) == 0
+    assert capsys.readouterr().out.count("bot> ") == 2
