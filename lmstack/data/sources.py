@@ -134,6 +134,8 @@ def _extract(source: Source, archive: Path, out: Path) -> None:
         with tarfile.open(archive) as tar:
             for m in tar.getmembers():
                 rel = m.name.split("/", 1)[1] if "/" in m.name else ""  # drop the `pkg-1.0/` top folder
+                if rel.startswith("/") or ".." in Path(rel).parts:
+                    raise FetchError(f"{archive.name}: member {m.name!r} points outside the archive; refusing it")
                 if m.isfile() and any(fnmatch.fnmatchcase(rel, p) for p in source.members):
                     target = out / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
