@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from lmstack.cli import main as cli_main
-from lmstack.data.corpus import CorpusConfig, list_corpora, load_corpus, load_files, main, split_documents
+from lmstack.data.corpus import CorpusConfig, describe, list_corpora, load_corpus, load_files, main, split_documents
 
 needs_apt = pytest.mark.skipif(shutil.which("apt-get") is None, reason="Debian corpora need apt-get (not installed)")
 
@@ -90,6 +90,7 @@ def test_gutenberg_is_the_four_parts_with_their_splits():
     val = load_corpus("gutenberg", "val")  # the union of the parts' splits, not every 10th of the whole
     assert val == [d for docs in parts.values() for d in split_documents(docs, "val")]
     assert len(val) == 5 + 119 + 1 + 14
+    assert describe("gutenberg")["val_documents"] == len(val)  # `corpus show` reports the same split
 
 
 def test_split_rule_and_errors():
