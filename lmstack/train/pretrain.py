@@ -90,6 +90,7 @@ class PretrainConfig:
     eval_every: int = 200  # steps between validation runs (0 = only at the end)
     eval_tokens: int = 32768  # validation tokens scored by the periodic estimate (the final eval scores all)
     eval_batch_size: int = 32  # windows per validation forward
+    final_eval_tokens: int = 0  # validation tokens the final evaluation scores (0 = the whole split)
     sample_every: int = 0  # steps between samples (0 = only at the end)
     sample_tokens: int = 64  # tokens per sample
     sample_prompt: str = "\n"  # text the samples start from
@@ -248,10 +249,10 @@ def rank_slice(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 # ---- evaluation, samples, checkpoints ----------------------------------------------------------------------
 
 
-def run_eval(forward: Any, cfg: PretrainConfig, val: ShardDataset, device: str, full: bool) -> dict[str, float]:
+def run_eval(forward: Any, cfg: PretrainConfig, val: ShardDataset, device: str, final: bool) -> dict[str, float]:
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
-    return evaluate(forward, val.tokens, val.n_bytes, cfg.seq_len, cfg.eval_batch_size, device, dtype,
-                    max_tokens=None if full else cfg.eval_tokens)  # fmt: skip
+    limit = (cfg.final_eval_tokens or None) if final else cfg.eval_tokens
+    return evaluate(forward, val.tokens, val.n_bytes, cfg.seq_len, cfg.eval_batch_size, device, dtype, limit)
 
 
 def run_sample(forward: Any, cfg: PretrainConfig, tok: Tokenizer, device: str) -> str:
@@ -322,13 +323,13 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     save()
     if interrupted or (cfg.stop_after and state["step"] >= cfg.stop_after and not budget_spent(cfg, state)):
         return {**state, "interrupted": interrupted, "stopped": True}
-    final = run_eval(forward, cfg, val_ds, device, full=True)
+    final = run_eval(forward, cfg, val_ds, device, final=True)
     sample = run_sample(forward, cfg, tok, device)
     log.log(step=state["step"], final=True, **final, sample=sample)
     tokens_per_s = state["tokens_seen"] / max(state["elapsed_s"], 1e-9)
     return {**final, "params": n_params, "tokens_seen": state["tokens_seen"], "steps": state["step"],
             "train_s": state["elapsed_s"], "tokens_per_s": tokens_per_s, "sample": sample,
-            "world_size": world}  # fmt: skip
+            "world_size": world, "vocab_size": tok.vocab_size}  # fmt: skip
 
 
 def unique_params(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -369,7 +370,7 @@ def loop(
             raise FloatingPointError(f"loss is {loss} at step {state['step']}; lower --lr or raise --warmup_frac")
         step, done = state["step"], budget_spent(cfg, state)
         if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            ev = run_eval(forward, cfg, val_ds, device, full=False)
+            ev = run_eval(forward, cfg, val_ds, device, final=False)
             log.log(step=step, tokens_seen=state["tokens_seen"], elapsed_s=state["elapsed_s"], **ev)
             bar.set_postfix(loss=f"{loss:.3f}", val_bpb=f"{ev['val_bpb']:.3f}", refresh=False)
         if cfg.sample_every and step % cfg.sample_every == 0 and not done:

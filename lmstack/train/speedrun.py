@@ -18,7 +18,6 @@ Leaves out: downloading anything beyond the package-registry corpora, multi-corp
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, fields
@@ -29,13 +28,10 @@ import torch
 
 from lmstack.common.config import config_to_dict
 from lmstack.common.log import info
-from lmstack.data.corpus import load_corpus
-from lmstack.data.shards import write_shards
 from lmstack.tokenizer import Tokenizer
+from lmstack.train.corpus_shards import corpus_shards
 from lmstack.train.pretrain import PretrainConfig, train
 from lmstack.train.report import write_report
-
-EOT = "<|endoftext|>"
 
 
 @dataclass
@@ -44,7 +40,7 @@ class SpeedrunConfig(PretrainConfig):
     corpus: str = "shakespeare"  # a corpus name from `lmstack corpus list`
     vocab_size: int = 2048  # BPE vocabulary (256 bytes + merges + <|endoftext|>)
     tokenizer_pattern: str = "gpt4"  # pre-tokenizer regex: gpt2 | gpt4 | ... (see lmstack.tokenizer.patterns)
-    tokenizer_max_bytes: int = 0  # train the tokenizer on only the first N bytes of the train split (0 = all)
+    tokenizer_max_chars: int = 0  # train the tokenizer on only the first N characters of the train split (0 = all)
     n_samples: int = 2  # samples in the report
     train_seconds: float = 480.0  # wall-clock training budget (seconds); the schedule runs over it
     eval_every: int = 0  # steps between validation estimates (0 = only the final full evaluation)
@@ -52,28 +48,15 @@ class SpeedrunConfig(PretrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.vocab_size < 257:
-            raise ValueError(f"--vocab_size: got {self.vocab_size}, expected >= 257 (256 bytes + {EOT})")
-        if self.tokenizer_max_bytes < 0:
-            raise ValueError(f"--tokenizer_max_bytes: got {self.tokenizer_max_bytes}, expected >= 0")
+            raise ValueError(f"--vocab_size: got {self.vocab_size}, expected >= 257 (256 bytes + <|endoftext|>)")
+        if self.tokenizer_max_chars < 0:
+            raise ValueError(f"--tokenizer_max_chars: got {self.tokenizer_max_chars}, expected >= 0")
 
 
 def pretrain_config(cfg: SpeedrunConfig, data_dir: Path) -> PretrainConfig:
     """The PretrainConfig part of the speedrun config, pointed at the speedrun's own data directory."""
     values = {f.name: getattr(cfg, f.name) for f in fields(PretrainConfig)}
     return PretrainConfig(**{**values, "data_dir": str(data_dir), "tokenizer_dir": str(data_dir / "tokenizer")})
-
-
-def build_tokenizer(cfg: SpeedrunConfig, docs: list[str], tok_dir: Path) -> Tokenizer:
-    """Train the BPE tokenizer (on a prefix of the training text if `tokenizer_max_bytes`) and save it."""
-    texts, budget = [], cfg.tokenizer_max_bytes or float("inf")
-    for d in docs:
-        if budget <= 0:
-            break
-        texts.append(d if len(d) <= budget else d[: int(budget)])
-        budget -= len(d)
-    tok = Tokenizer.train(texts, cfg.vocab_size, pattern=cfg.tokenizer_pattern, special_tokens=[EOT])
-    tok.save(tok_dir)
-    return tok
 
 
 def plan(cfg: SpeedrunConfig) -> str:
@@ -97,25 +80,13 @@ def main(cfg: SpeedrunConfig) -> int:
         shutil.rmtree(out)  # a previous (partial) speedrun: start clean
     data_dir = out / "data"
     info(plan(cfg))
-    timings: dict[str, float] = {}
+
+    info(f"[1/3] data: corpus {cfg.corpus} -> tokenizer -> shards")
+    tok, manifest, timings = corpus_shards(cfg.corpus, cfg.vocab_size, cfg.tokenizer_pattern, data_dir,
+                                           cfg.tokenizer_max_chars)  # fmt: skip
 
     t = time.perf_counter()
-    info(f"[1/5] corpus {cfg.corpus}: reading the train and validation splits")
-    train_docs, val_docs = load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "val")
-    timings["corpus_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    info(f"[2/5] tokenizer: training a {cfg.vocab_size}-token byte-level BPE")
-    tok = build_tokenizer(cfg, train_docs, data_dir / "tokenizer")
-    timings["tokenizer_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    info("[3/5] shards: tokenizing both splits")
-    manifest = write_shards(train_docs, val_docs, tok, data_dir, workers=min(os.cpu_count() or 1, 2))
-    timings["shards_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    info("[4/5] pretraining")
+    info("[2/3] pretraining (then the full validation split is scored)")
     result = train(pretrain_config(cfg, data_dir))
     if result.get("stopped"):
         info(f"speedrun: stopped at step {result['step']}; `--resume` continues it")
@@ -123,7 +94,7 @@ def main(cfg: SpeedrunConfig) -> int:
     timings["pretrain_total_s"] = time.perf_counter() - t  # training + periodic evals + final eval + checkpoint
 
     t = time.perf_counter()
-    info("[5/5] samples and report")
+    info("[3/3] samples and report")
     samples = [result["sample"]] + extra_samples(cfg, out / "checkpoint", tok, cfg.n_samples - 1)
     timings["samples_s"] = time.perf_counter() - t
     wall_s = time.perf_counter() - t_start
