@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lmstack.common.log import progress
+
 
 def normalize(text: str) -> str:
     """NFKC, lower case, whitespace runs -> one space, stripped: the text exact dedup compares."""
@@ -134,7 +136,7 @@ def near_dedup(
     bands, rows = choose_bands(num_perm, threshold)
     buckets: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
     kept, pairs, sigs = [], [], {}
-    for i, doc in enumerate(docs):
+    for i, doc in enumerate(progress(docs, desc="near-dedup", unit="doc")):
         sig = hasher.signature(doc)
         keys = [sig[j * rows : (j + 1) * rows].tobytes() for j in range(bands)]
         candidates = {c for j, key in enumerate(keys) for c in buckets[j].get(key, ())}
