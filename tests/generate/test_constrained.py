@@ -9,7 +9,6 @@ from collections import deque
 
 import pytest
 import torch
-from generate_mocks import ascii_tokenizer
 
 from lmstack.generate import GenerationStats, SamplingParams, generate
 from lmstack.generate.constrained import TokenConstraint, token_texts
@@ -17,6 +16,8 @@ from lmstack.generate.json_fsm import JsonAutomaton
 from lmstack.generate.json_schema import schema_to_regex
 from lmstack.generate.regex_fsm import RegexAutomaton
 from lmstack.model import ModelConfig, Transformer
+
+from .mocks import ascii_tokenizer
 
 PATTERNS = [
     r"\d{3}-\d{4}",

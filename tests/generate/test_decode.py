@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from generate_mocks import ScriptedModel, ascii_tokenizer
 
 from lmstack.generate import ContiguousKVCache, GenerationStats, SamplingParams, generate, stream_generate
 from lmstack.generate.stop import TextTracker
 from lmstack.model import ModelConfig, Transformer
+
+from .mocks import ScriptedModel, ascii_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Tests of lmstack.generate (a package, so module names do not clash with other stages' tests)."""
