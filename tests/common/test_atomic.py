@@ -38,3 +38,13 @@ def test_jsonl_logger_round_trip(tmp_path):
         f.write('{"step": 3, "lo')  # a crash mid-line
     recs = read_jsonl(tmp_path / "m.jsonl")
     assert [r["step"] for r in recs] == [1, 2] and recs[1]["loss"] == 2.0
+
+
+def test_atomic_write_has_normal_permissions(tmp_path):
+    import os
+
+    p = tmp_path / "f.txt"
+    atomic_write_text(p, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
