@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_gguf import tiny_llama, write_gguf  # tests/model is on sys.path (pytest's rootdir-relative import)
 
 from lmstack.cli import main as cli_main
 from lmstack.model import local_models
 from lmstack.model.local_models import LocalModel, ModelsConfig, is_converted, model_dir, resolve_model, source_path
+
+# The tiny-GGUF writer of test_gguf.py, loaded by path (works whether or not tests/model is a package).
+_spec = importlib.util.spec_from_file_location("gguf_writer_for_tests", Path(__file__).with_name("test_gguf.py"))
+_writer = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_writer)
+tiny_llama, write_gguf = _writer.tiny_llama, _writer.write_gguf
 
 
 @pytest.fixture
