@@ -126,7 +126,8 @@ def main() -> None:
     for dtype in args.dtype.split(","):
         r = run(cfg, data, args.steps, args.chunk, args.batch, dtype == "bfloat16")
         ratio = r["ours_tok_s"] / r["hf_tok_s"]
-        rows.append([dtype, f"{r['ours_tok_s']:,.0f}", f"{r['hf_tok_s']:,.0f}", f"{ratio:.2f}x", f"{r['ours_val_loss']:.4f}", f"{r['hf_val_loss']:.4f}", f"{100 * r['ours_mfu']:.1f}%",
+        rows.append([dtype, f"{r['ours_tok_s']:,.0f}", f"{r['hf_tok_s']:,.0f}", f"{ratio:.2f}x",
+                     f"{r['ours_val_loss']:.4f}", f"{r['hf_val_loss']:.4f}", f"{100 * r['ours_mfu']:.1f}%",
                      f"{100 * r['hf_mfu']:.1f}%"])  # fmt: skip
         print(rows[-1], flush=True)
     header = ["autocast", "ours tok/s", "HF Llama tok/s", "ratio", "ours val loss", "HF val loss", "ours MFU",
