@@ -221,7 +221,8 @@ is the regex split plus one dict lookup per chunk; Shakespeare is pure ASCII, so
 Non-ASCII text uses `regex` (the mixed-script rows). A cold cache adds the Python merge loop once per distinct
 chunk (~38k in Shakespeare). `encode_batch` cannot gain on this machine: both cores are already busy (tiktoken's
 own 2-thread batch is slower than its single thread here too), and each forked worker starts with a cold cache.
-Training: most of our time is the regex split and chunk counting; the merges (incremental) take ~1 s.
+Training (quiet moment, 1 thread): splitting + counting 5 MB takes 0.3 s, the 3,840 incremental merges over
+the 37,714 distinct chunks ~1.3 s (0.34 ms per merge, pure Python).
 """
     print(body)
     if not QUICK:
