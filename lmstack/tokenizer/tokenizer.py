@@ -64,9 +64,12 @@ class Tokenizer:
         self._cache: dict[str, list[int]] = {}
 
     def _check_vocab(self) -> None:
-        missing = [b for b in range(256) if bytes([b]) not in self.mergeable_ranks]
-        if missing:
-            raise ValueError(f"mergeable_ranks lacks {len(missing)} single bytes (e.g. {bytes([missing[0]])!r})")
+        # HF vocabularies may lack bytes that never occur in UTF-8 text (SmolLM2 lacks 21 control bytes);
+        # `tokenizers` then drops such bytes before merging, and so do we. A tiktoken vocabulary must be complete.
+        self._dropped = bytes(b for b in range(256) if bytes([b]) not in self.mergeable_ranks)
+        if self._dropped and self.merges is None:
+            first = self._dropped[:1]
+            raise ValueError(f"mergeable_ranks lacks {len(self._dropped)} single bytes (e.g. {first!r})")
         ids = set(self.mergeable_ranks.values())
         if len(ids) != len(self.mergeable_ranks):
             raise ValueError("mergeable_ranks: two tokens share an id")
@@ -121,6 +124,8 @@ class Tokenizer:
     def _encode_chunk(self, chunk: str) -> list[int]:
         """BPE one chunk (fast path), memoized."""
         piece = chunk.encode("utf-8")
+        if self._dropped:
+            piece = piece.translate(None, self._dropped)
         ranks = self.mergeable_ranks
         token = ranks.get(piece) if self.ignore_merges else None
         if token is not None:
@@ -137,6 +142,8 @@ class Tokenizer:
     def encode_chunk_reference(self, chunk: str) -> list[int]:
         """BPE one chunk with the readable reference loop (no cache)."""
         piece = chunk.encode("utf-8")
+        if self._dropped:
+            piece = piece.translate(None, self._dropped)
         if self.ignore_merges and piece in self.mergeable_ranks:
             return [self.mergeable_ranks[piece]]
         if self._pair_ranks is None:

