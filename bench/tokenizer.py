@@ -21,7 +21,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +36,7 @@ from lmstack.tokenizer.patterns import GPT4, make_splitter  # noqa: E402
 from lmstack.tokenizer.references import cl100k  # noqa: E402
 from lmstack.tokenizer.trainer import merge_word  # noqa: E402
 
+T = TypeVar("T")
 VOCAB = 4096
 THREADS = 2
 QUICK = "--quick" in sys.argv
@@ -41,7 +44,8 @@ REPEATS = 1 if QUICK else 3
 RECOUNT_MERGES = 3 if QUICK else 10
 
 
-def timed(fn, *args):  # noqa: ANN001, ANN201 - returns (seconds, result)
+def timed(fn: Callable[..., T], *args: object) -> tuple[float, T]:
+    """(seconds, result) of one call."""
     start = time.perf_counter()
     out = fn(*args)
     return time.perf_counter() - start, out
@@ -51,7 +55,7 @@ def train_ours(texts: list[str]) -> Tokenizer:
     return Tokenizer.train(texts, VOCAB, GPT4, show_progress=False)
 
 
-def train_hf(texts: list[str]):  # noqa: ANN201
+def train_hf(texts: list[str]) -> "tokenizers.Tokenizer":  # noqa: F821
     from tokenizers import Regex, models, pre_tokenizers, trainers
     from tokenizers import Tokenizer as HFTokenizer
 
@@ -229,10 +233,6 @@ the 37,714 distinct chunks ~1.3 s (0.34 ms per merge, pure Python).
         write_section("tokenizer", body)
 
 
-if __name__ == "__main__" and "--pitfalls" not in sys.argv:
-    main()
-
-
 # ---- pitfalls (docs/tokenizer.md): `python bench/tokenizer.py --pitfalls DIR` prints these tables -------------
 
 SENTENCES = {  # one sentence, translated; bytes/token shows what each script costs
@@ -265,5 +265,8 @@ def pitfalls(directory: str) -> str:
     return f"{lang_md}\n\n{num_md}\n"
 
 
-if __name__ == "__main__" and "--pitfalls" in sys.argv:
-    print(pitfalls(sys.argv[sys.argv.index("--pitfalls") + 1]))
+if __name__ == "__main__":
+    if "--pitfalls" in sys.argv:
+        print(pitfalls(sys.argv[sys.argv.index("--pitfalls") + 1]))
+    else:
+        main()

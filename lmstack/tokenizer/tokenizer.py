@@ -98,7 +98,10 @@ class Tokenizer:
         special_tokens: list[str] | dict[str, int] | None = None,
         show_progress: bool = True,
     ) -> Tokenizer:
-        """Learn merges from `texts` (streamed once). `vocab_size` counts bytes + merges + special tokens."""
+        """Learn merges from `texts` (streamed once). `vocab_size` counts bytes + merges + special tokens.
+
+        Special tokens (names; a dict's ids are ignored) get the ids after the merges, in the order given.
+        """
         from lmstack.tokenizer.trainer import train_bpe
 
         stages = resolve_stages(pattern)
