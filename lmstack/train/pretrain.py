@@ -348,15 +348,17 @@ def loop(
                    initial=int(state["elapsed_s"]) if timed else state["step"],
                    unit="s" if timed else "step")  # fmt: skip
     tokens_per_step = cfg.batch_size * cfg.seq_len
+    last_dt = state["elapsed_s"] / max(state["step"], 1)  # seconds per step so far (0 on a fresh start)
     while not budget_spent(cfg, state) and not (cfg.stop_after and state["step"] >= cfg.stop_after):
         state["data"] = batches.state_dict()  # saved by a Ctrl-C mid-step, so the resume redraws this batch
-        t = budget_fraction(state["step"], cfg.max_steps, state["elapsed_s"], cfg.train_seconds)
+        # time budget: the fraction done at the end of this step, estimated with the previous step's duration
+        t = budget_fraction(state["step"], cfg.max_steps, state["elapsed_s"] + last_dt, cfg.train_seconds)
         lr = schedule.lr(t)
         x, y = next(batches)  # (batch_size, T): the global batch, identical on every rank
         x, y = rank_slice(x, rank, world).to(device), rank_slice(y, rank, world).to(device)
         t0 = time.perf_counter()
         loss, norm = train_step(forward, model, opt, x, y, cfg, lr)
-        dt = all_ranks(time.perf_counter() - t0, world, "max", device)  # one clock for all ranks: they stop together
+        dt = last_dt = all_ranks(time.perf_counter() - t0, world, "max", device)  # one clock: ranks stop together
         loss = all_ranks(loss, world, "mean", device)  # the global batch's loss, not this rank's slice's
         state.update(step=state["step"] + 1, tokens_seen=state["tokens_seen"] + tokens_per_step,
                      elapsed_s=state["elapsed_s"] + dt, data=batches.state_dict())  # fmt: skip
