@@ -60,6 +60,7 @@ class Tokenizer:
         self._split = make_splitter(self.split_stages)
         self._decoder = {i: t for t, i in self.mergeable_ranks.items()}
         self._decoder.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
+        self._vocab_size = max(self._decoder) + 1
         self._pair_ranks = {p: r for r, p in enumerate(self.merges)} if self.merges is not None else None
         self._cache: dict[str, list[int]] = {}
 
@@ -232,7 +233,7 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         """Embedding rows needed: the largest id + 1 (ordinary and special tokens)."""
-        return max(self._decoder) + 1
+        return self._vocab_size
 
     def _named_id(self, key: str, fallbacks: tuple[str, ...]) -> int | None:
         name = self.config.get(key)
@@ -260,6 +261,11 @@ class Tokenizer:
         from lmstack.tokenizer.chat import render_chat
 
         return render_chat(self, messages, add_generation_prompt)
+
+    def __reduce__(self) -> tuple:
+        """Picklable (for spawn-started workers): rebuilt from its tables, without the compiled regexes."""
+        args = (self.mergeable_ranks, self.split_stages, self.special_tokens, self.merges, self.ignore_merges)
+        return (type(self), (*args, self.config))
 
     def __repr__(self) -> str:
         kind = "merges" if self.merges is not None else "ranks"

@@ -24,3 +24,13 @@ def test_parallel_batch_equals_single(trained, monkeypatch):
 def test_batch_raises_on_disallowed_special(trained):
     with pytest.raises(ValueError, match="special token"):
         trained.encode_batch(["fine", "not <|endoftext|> fine"])
+
+
+def test_tokenizer_pickles_for_spawned_workers(trained):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(trained))
+    assert clone.mergeable_ranks == trained.mergeable_ranks and clone.special_tokens == trained.special_tokens
+    assert [clone.encode(t, disallowed_special=()) for t in VARIED] == [
+        trained.encode(t, disallowed_special=()) for t in VARIED
+    ]
