@@ -155,10 +155,9 @@ def throughput(repeats: int) -> list[list[object]]:
                     mem[which].append(_in_subprocess(_peak_worker, d, which, shape["vocab_size"]))
         tok = BATCH * SEQ
         t_ours, t_hf = statistics.median(times["ours"]), statistics.median(times["hf"])
+        paired = statistics.median(h / o for h, o in zip(times["hf"], times["ours"]))  # same-round pairs: less drift
         m_ours, m_hf = statistics.median(mem["ours"]), statistics.median(mem["hf"])
-        rows.append(
-            [name, round(tok / t_ours), round(tok / t_hf), t_hf / t_ours, round(m_ours), round(m_hf), m_ours / m_hf]
-        )
+        rows.append([name, round(tok / t_ours), round(tok / t_hf), paired, round(m_ours), round(m_hf), m_ours / m_hf])
     return rows
 
 
@@ -198,7 +197,7 @@ def plot(rows: list[list[object]], path: Path) -> None:
 def main() -> None:
     quick = "--quick" in sys.argv
     torch.set_num_threads(THREADS)
-    speed = throughput(repeats=3 if quick else 9)
+    speed = throughput(repeats=3 if quick else 15)
     lengths = [256, 512, 1024, 2048] if quick else [256, 512, 1024, 2048, 4096]
     attn = attention_memory(lengths)
     root = Path(__file__).resolve().parent.parent
@@ -206,7 +205,8 @@ def main() -> None:
     md = "\n\n".join(
         [
             "## model: our Transformer vs Hugging Face (forward + backward, CPU fp32)",
-            f"Same weights, batch {BATCH} x {SEQ} tokens, {THREADS} threads, median of alternating steps; peak memory "
+            f"Same weights, batch {BATCH} x {SEQ} tokens, {THREADS} threads, medians of alternating steps "
+            "(speed ratio = median over rounds of HF step time / our step time); peak memory "
             "is the peak resident set during the second step in a fresh process (one model loaded) minus the "
             "resident set before it. "
             "The machine was shared with other jobs while measuring, so absolute tokens/s are noisy; the ratios are "
