@@ -3,7 +3,8 @@
 Each turn renders the whole history with ChatML (`Tokenizer.render_chat`, add_generation_prompt=True),
 streams the reply token by token (text never splits a UTF-8 character) and stops at `<|im_end|>`. When the
 history plus the reply budget no longer fits the context window, the oldest turns are dropped (the system
-message is kept); a single message longer than the window is an error, not a silent cut.
+message is kept); a single message longer than the window is an error, not a silent cut. Without `--system`,
+the system message the model's chat template inserts by default (SmolLM2 has one) is used, as HF would.
 
 Commands typed at the prompt: /reset (forget the history), /exit or /quit (or Ctrl-D).
 With `--json_mode` every reply is a JSON object.
@@ -11,6 +12,7 @@ With `--json_mode` every reply is a JSON object.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,13 +24,13 @@ from lmstack.generate.params import SamplingParams
 @dataclass
 class ChatConfig:
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
-    system: str = ""  # system message kept at the top of every conversation
+    system: str = ""  # system message kept at the top; "" = the default of the model's chat template, if any
     max_new_tokens: int = 256  # longest reply, in tokens
     temperature: float = 0.7  # softmax temperature; 0 = greedy
     top_p: float = 0.9  # nucleus sampling mass (1 = off)
     top_k: int = 0  # keep the k most likely tokens (0 = off)
     min_p: float = 0.0  # drop tokens below min_p * p_max (0 = off)
-    repetition_penalty: float = 1.1  # CTRL repetition penalty (1 = off)
+    repetition_penalty: float = 1.0  # CTRL repetition penalty (1 = off)
     json_mode: bool = False  # every reply is one JSON object
     context: int = 0  # context window in tokens; 0 = the model's max_seq_len
     seed: int | None = None  # sampling seed (None = random)
@@ -52,6 +54,13 @@ class ChatConfig:
             seed=self.seed,
             stop_token_ids=stop_ids,
         )
+
+
+def template_system_prompt(tok: Any) -> str:
+    """The system message a ChatML chat template inserts when none is given (SmolLM2's does), else ""."""
+    template = str(getattr(tok, "config", {}).get("chat_template") or "")
+    m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, re.S)
+    return m.group(1) if m else ""
 
 
 def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[list[dict[str, str]], list[int]]:
@@ -99,7 +108,8 @@ def main(cfg: ChatConfig) -> int:
     context = cfg.context or model.config.max_seq_len
     if context <= params.max_new_tokens:
         raise ValueError(f"--context={context} must exceed --max_new_tokens={params.max_new_tokens}")
-    base = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    system = cfg.system or template_system_prompt(tok)
+    base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     print(f"lmstack chat with {cfg.model}: /reset clears the history, /exit quits.", file=sys.stderr)
 

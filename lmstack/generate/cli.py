@@ -26,7 +26,7 @@ class GenerateConfig:
     prompt: str = field(default="", metadata={"positional": True})  # text to continue (or the user message, --chat)
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
     chat: bool = False  # wrap the prompt in the chat template as a user message
-    system: str = ""  # system message (with --chat)
+    system: str = ""  # system message (with --chat); "" = the chat template's default, if any
     max_new_tokens: int = 128  # stop after this many new tokens
     temperature: float = 0.7  # softmax temperature; 0 = greedy
     top_k: int = 0  # keep the k most likely tokens (0 = off)
@@ -121,9 +121,10 @@ def encode_prompt(cfg: GenerateConfig, tok: Any) -> list[int]:
         if not ids:
             raise ValueError("--prompt is empty; give a text to continue")
         return ids
-    messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
-        {"role": "user", "content": cfg.prompt}
-    ]
+    from lmstack.generate.chat import template_system_prompt
+
+    system = cfg.system or template_system_prompt(tok)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": cfg.prompt}]
     return tok.render_chat(messages, add_generation_prompt=True)[0]
 
 

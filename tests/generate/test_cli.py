@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmstack.cli import main
-from lmstack.generate.chat import ChatConfig, chat_turn, fit_history
+from lmstack.generate.chat import ChatConfig, chat_turn, fit_history, template_system_prompt
 from lmstack.generate.chat import main as chat_main
 from lmstack.generate.cli import load_model
 from lmstack.generate.params import SamplingParams
@@ -84,3 +84,12 @@ def test_chat_main_reads_stdin(model_dir, monkeypatch, capsys):
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     assert chat_main(ChatConfig(model=str(model_dir), max_new_tokens=4, temperature=0, context=96)) == 0
     assert capsys.readouterr().out.count("bot> ") == 2
+
+
+def test_template_system_prompt_reads_the_chat_template_default():
+    class Tok:
+        config = {"chat_template": "{{ '<|im_start|>system\nYou are SmolLM.<|im_end|>\n' }}{% for m in messages %}"}
+
+    assert template_system_prompt(Tok()) == "You are SmolLM."
+    Tok.config = {}
+    assert template_system_prompt(Tok()) == ""
