@@ -80,6 +80,9 @@ def load_tokenizer(cls: type[Tokenizer], path: Path) -> Tokenizer:
     config = read_json(config_path) if config_path.is_file() else {}
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: expected a JSON object")
+    jinja = json_path.parent / "chat_template.jinja"  # transformers >= 4.50 saves the template beside the config
+    if "chat_template" not in config and jinja.is_file():
+        config["chat_template"] = jinja.read_text(encoding="utf-8")
     spec = read_hf_json(json_path)
     if ranks_path is not None and ranks_path.is_file():
         ranks = read_tiktoken_file(ranks_path)

@@ -254,6 +254,13 @@ class Tokenizer:
         """tokenizer_config's bos_token if set, else <|startoftext|> / <s> / <|begin_of_text|>, else None."""
         return self._named_id("bos_token", BOS_NAMES)
 
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template saved with the tokenizer (ChatML for ours), or None."""
+        from lmstack.tokenizer.persist import tokenizer_config
+
+        return tokenizer_config(self).get("chat_template")
+
     def render_chat(
         self, messages: list[dict[str, str]], add_generation_prompt: bool = False
     ) -> tuple[list[int], list[int]]:

@@ -51,6 +51,7 @@ def test_matches_transformers_apply_chat_template(trained: Tokenizer, tmp_path):
         theirs = theirs["input_ids"] if hasattr(theirs, "keys") else theirs
         assert list(theirs) == ours
     assert hf.eos_token == "<|endoftext|>"
+    assert trained.chat_template == Tokenizer.load(tmp_path).chat_template == hf.chat_template
 
 
 def test_bad_messages_and_missing_tokens_are_clear_errors(trained: Tokenizer, gpt2_ranks):
