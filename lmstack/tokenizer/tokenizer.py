@@ -19,10 +19,10 @@ so `decode(encode(s)) == s` holds for every string without lone surrogates.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from lmstack.tokenizer.bpe import merge_by_pair, merge_by_token, merge_reference
+from lmstack.tokenizer.bpe import LONG_PIECE, merge_by_pair, merge_by_token, merge_long, merge_reference
 from lmstack.tokenizer.patterns import make_splitter, resolve_stages
 from lmstack.tokenizer.special import SpecialSet, SpecialTokens
 
@@ -134,6 +134,8 @@ class Tokenizer:
         token = ranks.get(piece) if self.ignore_merges else None
         if token is not None:
             ids = [token]
+        elif len(piece) >= LONG_PIECE:
+            ids = self._encode_piece(piece, merge_long)
         elif self._pair_ranks is None:
             ids = [ranks[p] for p in merge_by_token(piece, ranks)]
         else:
@@ -150,12 +152,16 @@ class Tokenizer:
             piece = piece.translate(None, self._dropped)
         if self.ignore_merges and piece in self.mergeable_ranks:
             return [self.mergeable_ranks[piece]]
+        return self._encode_piece(piece, merge_reference)
+
+    def _encode_piece(self, piece: bytes, merge: Callable) -> list[int]:
+        """Run a generic merge loop (`merge_reference` / `merge_long`) with this tokenizer's pair ranking."""
         if self._pair_ranks is None:
             ranks = self.mergeable_ranks
-            parts = merge_reference(piece, lambda a, b: ranks.get(a + b))
+            parts = merge(piece, lambda a, b: ranks.get(a + b))
         else:
             pairs = self._pair_ranks
-            parts = merge_reference(piece, lambda a, b: pairs.get((a, b)))
+            parts = merge(piece, lambda a, b: pairs.get((a, b)))
         return [self.mergeable_ranks[p] for p in parts]
 
     def encode_ordinary(self, text: str, fast: bool = True) -> list[int]:

@@ -85,3 +85,14 @@ def test_decode_invalid_utf8_gives_replacement_never_raises(encoders):
     assert ours.decode_bytes(emoji) == "😀".encode()
     with pytest.raises(ValueError, match="token id 999999"):
         ours.decode([999999])
+
+
+def test_regression_long_chunk_is_not_quadratic(encoders):
+    """A 100,000-letter chunk once took minutes (quadratic merge loop); merge_long makes it ~0.5 s."""
+    import time
+
+    ours, ref = encoders["cl100k"]
+    for text in ["a" * 100_000, "ab" * 20_000 + " " + "\u00e9" * 20_000]:
+        start = time.perf_counter()
+        assert ours.encode_ordinary(text) == ref.encode_ordinary(text)
+        assert time.perf_counter() - start < 5

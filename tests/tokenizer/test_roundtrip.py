@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmstack.tokenizer import Tokenizer
-from lmstack.tokenizer.bpe import merge_by_pair, merge_by_token, merge_reference, splits_of_vocab
+from lmstack.tokenizer.bpe import merge_by_pair, merge_by_token, merge_long, merge_reference, splits_of_vocab
 
 # Every code point except lone surrogates (those are tested separately: they become U+FFFD, like tiktoken).
 ANY_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=200)
@@ -39,14 +39,16 @@ def test_round_trip_gpt2_any_string(gpt2_ranks, text: str):
 
 
 @SETTINGS
-@given(data=st.binary(min_size=1, max_size=40))
+@given(data=st.binary(min_size=1, max_size=40) | st.text(alphabet="ab c", max_size=80).map(str.encode))
 def test_fast_merge_loops_equal_reference(trained: Tokenizer, data: bytes):
     ranks = trained.mergeable_ranks
     ref = merge_reference(data, lambda a, b: ranks.get(a + b))
     assert merge_by_token(data, ranks) == ref
+    assert merge_long(data, lambda a, b: ranks.get(a + b)) == ref
     assert b"".join(ref) == data
     pairs = {p: r for r, p in enumerate(_splits(trained))}
-    assert merge_by_pair(data, pairs) == merge_reference(data, lambda a, b: pairs.get((a, b)))
+    ref_pairs = merge_reference(data, lambda a, b: pairs.get((a, b)))
+    assert merge_by_pair(data, pairs) == ref_pairs == merge_long(data, lambda a, b: pairs.get((a, b)))
 
 
 _CACHE: dict = {}
