@@ -5,12 +5,13 @@ Claims (issue 3): training a 4,096-token vocabulary on the Shakespeare corpus (5
 does); encode >= 0.5x tiktoken's single-thread throughput from the same ranks, with identical ids.
 
 Method: one process; the compared runs alternate (ours, anchor, ours, anchor, ...), median of REPEATS.
-Encode ratios are medians of per-round ratios (see bench_encode). The recount-per-merge trainer (written here, as in minbpe: all chunks, one pass per merge) is timed for its
+The recount-per-merge trainer (written here, as in minbpe: all chunks, one pass per merge) is timed for its
 first RECOUNT_MERGES merges and extrapolated linearly to 3,840 merges; later merges are cheaper (chunks
 shrink), so the extrapolation overstates its time by less than 2x. Encode: our `encode_ordinary` with an empty
 chunk cache ("cold", the first pass over a text) and with the cache filled by a previous pass ("warm"), and
-`encode_batch` (processes) vs tiktoken's `encode_ordinary` / `encode_ordinary_batch` (threads). Peak memory:
-peak RSS of a fresh subprocess during training minus its RSS after loading the corpus.
+`encode_batch` (processes) vs tiktoken's `encode_ordinary` / `encode_ordinary_batch` (threads); encode ratios
+are medians of per-round ratios (see bench_encode). Peak memory: the high-water RSS of a fresh subprocess
+during training minus its RSS after loading the corpus.
 Run: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/tokenizer.py [--quick]`; writes docs/benchmarks.md.
 """
 
@@ -215,10 +216,11 @@ and >= 100x faster than recount-per-merge.
 
 {train_md}
 
-Encoding ({ENCODE_REPEATS} rounds; each round times every encoder back to back; the speed column is the median
-of the per-round ratios) the same {n_mb:.2f} MB with our trained ranks and with cl100k_base, and 1.6 MB of mixed-script text
+Encoding the same {n_mb:.2f} MB with our trained ranks and with cl100k_base, and 1.6 MB of mixed-script text
 (English, French, German, Russian, Arabic, Hindi, Chinese, Japanese, code) with cl100k_base; ids identical to
-tiktoken built from the same ranks and pattern (asserted in every run). Target: >= 0.5x tiktoken single-thread.
+tiktoken built from the same ranks and pattern (asserted in every run). {ENCODE_REPEATS} rounds, each timing
+every encoder back to back; the speed column is the median of the per-round ratios. Target: >= 0.5x tiktoken
+single-thread.
 
 {enc_md}
 
