@@ -10,7 +10,8 @@ tokenizer.json that is not one of ours also carries its `merges` list and is ran
 
 Speed: chunks repeat (" the", ",", "\\n"), so chunk -> ids is cached in a dict (cleared when it reaches
 `CACHE_MAX` entries); a chunk that is itself a token (most English words in a 50k vocabulary) is one lookup.
-`fast=False` uses the reference merge loop and no cache; a test ties both paths.
+Chunks of LONG_PIECE bytes or more use the O(n log n) loop. `fast=False` uses the reference merge loop and no
+cache; tests tie the paths. The cache is a plain dict, safe to share between threads (the GIL serializes it).
 
 Lone surrogates (possible in a Python str, not in UTF-8): replaced by U+FFFD before encoding, as tiktoken does,
 so `decode(encode(s)) == s` holds for every string without lone surrogates.
