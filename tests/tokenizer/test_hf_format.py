@@ -144,3 +144,14 @@ def test_matches_tokenizers_on_the_real_smollm2_vocabulary(tmp_path):
         assert tok.vocab_size == 49152 and tok.eos_id == 2 == tok.special_tokens["<|im_end|>"]
         for text in texts:
             assert tok.encode(text, allowed_special="all") == hf.encode(text, add_special_tokens=False).ids, text
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "o200k", "smollm"])
+def test_hf_loads_ours_for_every_named_pattern(training_texts, tmp_path, pattern):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    tok = Tokenizer.train(training_texts[:4] + training_texts[-20:], 400, pattern, ["<|endoftext|>"], False)
+    tok.save(tmp_path)
+    hf = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in VARIED:
+        assert hf.encode(text, add_special_tokens=False).ids == tok.encode(text, allowed_special="all"), text
