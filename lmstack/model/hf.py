@@ -355,10 +355,10 @@ def load_hf_dir(
     if dtype is not None:
         cfg.dtype = dtype if isinstance(dtype, str) else {v: k for k, v in DTYPES.items()}[dtype]
     tensors = read_safetensors(directory)
-    model = Transformer(cfg)
+    model = Transformer.without_init(cfg, device)
     sd = state_dict_from_hf(tensors, hf["model_type"], model)
     model.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in sd.items()}, strict=not cfg.tie_embeddings)
-    return model.to(device).eval()
+    return model.eval()
 
 
 def _gguf_dir(gguf_path: Path) -> Path:

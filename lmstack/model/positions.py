@@ -108,6 +108,14 @@ class RotaryEmbedding(nn.Module):
         inv_freq, self.attention_factor = rope_inv_freq(dim, theta, scaling, max_seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> RotaryEmbedding:
+        # `model.to(bfloat16)` would round the frequencies by ~0.4% (an angle error of radians by position 1000),
+        # and `to_empty` would leave them uninitialized: recompute them in float32 on the new device instead.
+        super()._apply(fn, recurse)
+        inv_freq, _ = rope_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len)
+        self.inv_freq = inv_freq.to(self.inv_freq.device)
+        return self
+
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin (B, 1, T, rope_dim) in `dtype` (pads, p = -1, get a harmless angle)."""
         inv_freq = self.inv_freq

@@ -123,6 +123,23 @@ class Transformer(nn.Module):
                     nn.init.normal_(p, mean=0.0, std=std)
         self.to(DTYPES[cfg.dtype])
 
+    def _apply(self, fn: Any, recurse: bool = True) -> Transformer:
+        super()._apply(fn, recurse)
+        if self.alibi is not None:  # exact in any dtype, but `to_empty` leaves it uninitialized: recompute
+            self.alibi = alibi_slopes(self.config.n_heads).to(self.alibi.device)
+        return self
+
+    @classmethod
+    def without_init(cls, config: ModelConfig, device: str | torch.device = "cpu") -> Transformer:
+        """A model with uninitialized weights (built on the meta device, then allocated): for loading a
+        checkpoint right after, without paying for a random init."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device=device)  # new storage breaks the embedding/head tie: restore it
+        if config.tie_embeddings:
+            model.lm_head.weight = model.embed.weight
+        return model
+
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)

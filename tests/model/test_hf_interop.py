@@ -57,6 +57,7 @@ def test_round_trip_is_exact(kw: dict, family: str, tiny_model_kwargs: dict, tmp
     assert json.loads((path / "generation_config.json").read_text()) == {"bos_token_id": 1, "eos_token_id": 2}
     back = Transformer.from_pretrained(path)
     assert back.config == model.config
+    assert (back.lm_head.weight is back.embed.weight) == model.config.tie_embeddings
     same_logits(model, back)
 
 

@@ -101,3 +101,18 @@ def test_dropout_only_in_training(tiny_model_kwargs: dict) -> None:
     assert not torch.allclose(model(ids).logits, model(ids).logits)
     model.eval()
     assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+def test_position_buffers_survive_casts_and_empty_allocation(position: str, tiny_model_kwargs: dict) -> None:
+    """RoPE frequencies stay float32 under `.to(bfloat16)` (bf16 would round them by ~0.4%), and a model built
+    with `without_init` (meta device, then `to_empty`) has real buffers, not uninitialized memory."""
+    cfg = ModelConfig(**tiny_model_kwargs, position=position, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    reference = Transformer(cfg)
+    for model in (Transformer(cfg).to(torch.bfloat16), Transformer.without_init(cfg)):
+        for (name, buf), ref in zip(model.named_buffers(), reference.buffers()):
+            assert buf.dtype == torch.float32 and torch.equal(buf, ref), name
+    empty = Transformer.without_init(cfg)
+    empty.load_state_dict(reference.state_dict())
+    ids = torch.randint(0, 101, (1, 9))
+    torch.testing.assert_close(empty(ids).logits, reference(ids).logits, atol=0, rtol=0)
