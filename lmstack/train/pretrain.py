@@ -249,16 +249,16 @@ def rank_slice(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 # ---- evaluation, samples, checkpoints ----------------------------------------------------------------------
 
 
-def run_eval(forward: Any, cfg: PretrainConfig, val: ShardDataset, device: str, final: bool) -> dict[str, float]:
+def run_eval(model: Any, cfg: PretrainConfig, val: ShardDataset, device: str, final: bool) -> dict[str, float]:
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
     limit = (cfg.final_eval_tokens or None) if final else cfg.eval_tokens
-    return evaluate(forward, val.tokens, val.n_bytes, cfg.seq_len, cfg.eval_batch_size, device, dtype, limit)
+    return evaluate(model, val.tokens, val.n_bytes, cfg.seq_len, cfg.eval_batch_size, device, dtype, limit)
 
 
-def run_sample(forward: Any, cfg: PretrainConfig, tok: Tokenizer, device: str) -> str:
+def run_sample(model: Any, cfg: PretrainConfig, tok: Tokenizer, device: str) -> str:
     prompt = tok.encode(cfg.sample_prompt) or [0]
     g = torch.Generator().manual_seed(cfg.seed)
-    new = sample_ids(forward, prompt, cfg.sample_tokens, cfg.seq_len, generator=g, device=device)
+    new = sample_ids(model, prompt, cfg.sample_tokens, cfg.seq_len, generator=g, device=device)
     return cfg.sample_prompt + tok.decode(new)
 
 
@@ -323,8 +323,8 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     save()
     if interrupted or (cfg.stop_after and state["step"] >= cfg.stop_after and not budget_spent(cfg, state)):
         return {**state, "interrupted": interrupted, "stopped": True}
-    final = run_eval(forward, cfg, val_ds, device, final=True)
-    sample = run_sample(forward, cfg, tok, device)
+    final = run_eval(model, cfg, val_ds, device, final=True)  # the plain module: no recompiles for eval shapes
+    sample = run_sample(model, cfg, tok, device)
     log.log(step=state["step"], final=True, **final, sample=sample)
     tokens_per_s = state["tokens_seen"] / max(state["elapsed_s"], 1e-9)
     return {**final, "params": n_params, "tokens_seen": state["tokens_seen"], "steps": state["step"],
@@ -372,11 +372,11 @@ def loop(
             raise FloatingPointError(f"loss is {loss} at step {state['step']}; lower --lr or raise --warmup_frac")
         step, done = state["step"], budget_spent(cfg, state)
         if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            ev = run_eval(forward, cfg, val_ds, device, final=False)
+            ev = run_eval(model, cfg, val_ds, device, final=False)
             log.log(step=step, tokens_seen=state["tokens_seen"], elapsed_s=state["elapsed_s"], **ev)
             bar.set_postfix(loss=f"{loss:.3f}", val_bpb=f"{ev['val_bpb']:.3f}", refresh=False)
         if cfg.sample_every and step % cfg.sample_every == 0 and not done:
-            log.log(step=step, sample=run_sample(forward, cfg, tok, device))
+            log.log(step=step, sample=run_sample(model, cfg, tok, device))
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not done:
             save()
     bar.close()
