@@ -36,6 +36,7 @@ class ChatConfig:
     seed: int | None = None  # sampling seed (None = random)
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
+    compile: bool = False  # torch.compile the model: leaner decode steps after a one-off compile
 
     def __post_init__(self) -> None:
         self.sampling_params([])
@@ -101,9 +102,10 @@ def chat_turn(
 
 
 def main(cfg: ChatConfig) -> int:
-    from lmstack.generate.cli import chat_stop_ids, load_model
+    from lmstack.generate.cli import chat_stop_ids, load_model, maybe_compile
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
+    model = maybe_compile(model, cfg.compile)
     params = cfg.sampling_params(chat_stop_ids(tok))
     context = cfg.context or model.config.max_seq_len
     if context <= params.max_new_tokens:

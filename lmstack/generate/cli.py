@@ -54,6 +54,7 @@ class GenerateConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
     print_stats: bool = False  # print token counts, tokens/s and acceptance to stderr
+    compile: bool = False  # torch.compile the model (dynamic shapes): leaner decode steps after a one-off compile
 
     def __post_init__(self) -> None:
         if self.json_schema and not Path(self.json_schema).is_file():
@@ -110,6 +111,19 @@ def load_model(spec: str, device: str = "auto", dtype: str = "") -> tuple[Any, A
     return model.eval(), Tokenizer.load(path)
 
 
+def maybe_compile(model: Any, enabled: bool) -> Any:
+    """`torch.compile(model, dynamic=True)`: one graph per step instead of ~60 Python module calls.
+
+    The compiled module forwards `.config` / `.parameters()` to the model, so `generate` takes it as is. The first
+    call compiles (tens of seconds on CPU); later prompt lengths reuse the graph, a new batch size of 1 vs > 1
+    recompiles once. Equal to eager decoding (tests/generate/test_compile.py)."""
+    if not enabled:
+        return model
+    import torch
+
+    return torch.compile(model, dynamic=True)
+
+
 def chat_stop_ids(tok: Any) -> list[int]:
     """ChatML's end-of-turn token, which ends an assistant reply."""
     return [tok.special_tokens["<|im_end|>"]] if "<|im_end|>" in getattr(tok, "special_tokens", {}) else []
@@ -133,6 +147,7 @@ def generate_main(cfg: GenerateConfig) -> int:
     from lmstack.generate.decode import GenerationStats
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
+    model = maybe_compile(model, cfg.compile)
     draft = load_model(cfg.draft_model, cfg.device, cfg.dtype)[0] if cfg.draft_model else None
     params = cfg.sampling_params(stop_token_ids=chat_stop_ids(tok) if cfg.chat else [])
     prompt = encode_prompt(cfg, tok)
