@@ -29,7 +29,7 @@ TOKENIZER_FILES = (
 class ConvertConfig:
     src: str = field(default="", metadata={"flag": "from"})  # source: HF/lmstack directory, .gguf file or model name
     dst: str = field(default="", metadata={"flag": "to"})  # destination directory (HF format), replaced atomically
-    dtype: str = ""  # cast weights to float32 | bfloat16 | float16 on the way; "" keeps the loader's default (fp32)
+    dtype: str = ""  # cast weights to float32 | bfloat16 | float16 on the way; "" keeps the source dtype
     max_shard_mb: int = 0  # split model.safetensors into shards of at most this many MB (+ index); 0 = one file
 
     def __post_init__(self) -> None:
