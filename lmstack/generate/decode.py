@@ -94,6 +94,25 @@ def make_generator(params: SamplingParams, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(params.seed)
 
 
+def prefill(
+    model: Any, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats
+) -> tuple[ContiguousKVCache, torch.Tensor, torch.Tensor]:
+    """One forward over the left-padded prompts; rows duplicated n times (the samples share the prefill).
+
+    Returns the cache, last logits (B * n, V) and the next position of every row (B * n, 1)."""
+    ids, pos = left_pad(prompts, next(model.parameters()).device)
+    cache = ContiguousKVCache.for_model(model, len(prompts), max_len=ids.shape[1] + max_new)
+    logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V)
+    stats.forwards += 1
+    stats.prompt_tokens += sum(len(x) for x in prompts)
+    next_pos = pos[:, -1:] + 1  # (B, 1)
+    if n > 1:  # duplicate cache rows instead of recomputing them
+        dup = torch.arange(len(prompts), device=ids.device).repeat_interleave(n)
+        cache.select(dup)
+        logits, next_pos = logits.index_select(0, dup), next_pos.index_select(0, dup)
+    return cache, logits, next_pos
+
+
 @torch.inference_mode()
 def sample_stream(
     model: Any,
@@ -110,18 +129,9 @@ def sample_stream(
     device = next(model.parameters()).device
     stats = stats if stats is not None else GenerationStats()
     eos = eos_ids_of(model, params)
-    n, R = params.n, len(prompts) * params.n
-    ids, pos = left_pad(prompts, device)
-    cache = ContiguousKVCache.for_model(model, len(prompts), max_len=ids.shape[1] + params.max_new_tokens)
-    logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V) prefill
-    stats.forwards += 1
-    stats.prompt_tokens += sum(len(x) for x in prompts)
-    next_pos = pos[:, -1:] + 1  # (B, 1)
-    rows = [x for x in prompts for _ in range(n)]
-    if n > 1:  # share the prefill: duplicate cache rows instead of recomputing them
-        dup = torch.arange(len(prompts), device=device).repeat_interleave(n)
-        cache.select(dup)
-        logits, next_pos = logits.index_select(0, dup), next_pos.index_select(0, dup)
+    R = len(prompts) * params.n
+    cache, logits, next_pos = prefill(model, prompts, params.n, params.max_new_tokens, stats)
+    rows = [x for x in prompts for _ in range(params.n)]
     pipe = LogitsPipeline(params, logits.shape[-1], eos, rows, device)
     gen = make_generator(params, device)
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
