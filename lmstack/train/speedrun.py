@@ -38,11 +38,16 @@ from lmstack.train.report import write_report
 class SpeedrunConfig(PretrainConfig):
     out_dir: str = "runs/speedrun_cpu"  # run directory: data/, checkpoint/, metrics.jsonl, report.md, report.json
     corpus: str = "shakespeare"  # a corpus name from `lmstack corpus list`
-    vocab_size: int = 2048  # BPE vocabulary (256 bytes + merges + <|endoftext|>)
+    vocab_size: int = 4096  # BPE vocabulary (256 bytes + merges + <|endoftext|>)
     tokenizer_pattern: str = "gpt4"  # pre-tokenizer regex: gpt2 | gpt4 | ... (see lmstack.tokenizer.patterns)
     tokenizer_max_chars: int = 0  # train the tokenizer on only the first N characters of the train split (0 = all)
     n_samples: int = 2  # samples in the report
     train_seconds: float = 480.0  # wall-clock training budget (seconds); the schedule runs over it
+    # the speedrun's measured choices (docs/log.md), also in configs/speedrun_cpu.yaml
+    batch_size: int = 8  # sequences per optimizer step (small batches: more steps in the budget)
+    lr: float = 2e-3  # peak learning rate
+    warmup_frac: float = 0.05  # fraction of the budget in linear warmup
+    dtype: str = "bfloat16"  # bf16 autocast: ~1.5x faster steps on AVX512_BF16 CPUs
     eval_every: int = 0  # steps between validation estimates (0 = only the final full evaluation)
 
     def __post_init__(self) -> None:
