@@ -79,6 +79,12 @@ def test_checkpoint_is_an_hf_directory(tiny_data, tmp_path):
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in ckpt.iterdir()}
     loaded = Transformer.from_pretrained(ckpt)
     assert loaded.config.d_model == 32 and loaded.config.vocab_size == 300
+    from transformers import AutoModelForCausalLM  # the trained checkpoint is a Llama to transformers
+
+    hf = AutoModelForCausalLM.from_pretrained(ckpt)
+    x = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=x).logits, loaded(x).logits, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
