@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 start=$(date +%s)
 .venv/bin/lmstack speedrun configs/speedrun_cpu.yaml --overwrite "$@"
-echo "speedrun: $(( $(date +%s) - start )) s end to end (process start included); report: runs/speedrun_cpu/report.md"
+echo "speedrun: $(( $(date +%s) - start )) s end to end, process start included"
