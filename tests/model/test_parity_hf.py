@@ -103,3 +103,13 @@ def test_matches_hf_with_left_padding(tmp_path) -> None:
         expected = hf(ids, attention_mask=mask, position_ids=positions.clamp(min=0)).logits
         got = ours(ids, positions=positions).logits
     torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], **TOL)
+
+
+def test_mistral_window_matches_hf_sdpa_path_too(tmp_path) -> None:
+    """transformers 5.x applies the sliding window in its SDPA path as well (not only in eager)."""
+    build_hf("mistral-window").save_pretrained(tmp_path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    ours = Transformer.from_pretrained(tmp_path)
+    ids = torch.randint(0, 101, (2, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, hf(ids).logits, **TOL)
