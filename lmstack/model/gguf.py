@@ -186,9 +186,14 @@ PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
 
 
 def _bpe_json(
-    tokens: list[str], merges: list[list[str]], added: list[dict[str, Any]], pre: dict[str, Any], unk: str | None
+    tokens: list[str], merges: list[list[str]], added: list[dict[str, Any]], pre: dict[str, Any]
 ) -> dict[str, Any]:
-    """A `tokenizers` BPE tokenizer.json: byte-level pre-tokenizer, decoder and post-processor."""
+    """A `tokenizers` BPE tokenizer.json: byte-level pre-tokenizer, decoder and post-processor.
+
+    The BPE model has no unk token: a byte the vocabulary lacks (SmolLM2 lacks 21, e.g. 0x04) is dropped, as
+    llama.cpp's BPE tokenizer and `tokenizers` without an unk token both do. (The GGUF's unknown_token_id still
+    becomes tokenizer_config's unk_token, as in the original HF files.)
+    """
     return {
         "version": "1.0",
         "truncation": None,
@@ -199,7 +204,7 @@ def _bpe_json(
         "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": unk, "continuing_subword_prefix": None,
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
             "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
             "vocab": {tok: i for i, tok in enumerate(tokens)}, "merges": merges,
         },
@@ -230,7 +235,7 @@ def tokenizer_files(reader: Any, config: dict[str, Any]) -> dict[str, dict[str, 
         i = _meta(reader, f"tokenizer.ggml.{key}_token_id", None)
         return tokens[i] if i is not None and 0 <= i < len(tokens) else None
 
-    tokenizer_json = _bpe_json(tokens, merges, added, PRE_TOKENIZERS[pre], token("unknown"))
+    tokenizer_json = _bpe_json(tokens, merges, added, PRE_TOKENIZERS[pre])
     specials = {k: token(k2) for k, k2 in (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"),
                                            ("pad_token", "padding"))}  # fmt: skip
     specials = {k: v for k, v in specials.items() if v is not None}
