@@ -29,6 +29,8 @@ import torch
 from lmstack.common.atomic import atomic_dir
 from lmstack.common.log import progress
 
+# Stored in model.safetensors' metadata; bump it when the output changes so cached conversions are redone.
+CONVERTER_VERSION = "2"
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
 SUPPORTED_ARCHS = ("llama",)
 
@@ -259,6 +261,14 @@ def tokenizer_files(reader: Any, config: dict[str, Any]) -> dict[str, dict[str, 
     }
 
 
+def converter_version(hf_dir: str | Path) -> str | None:
+    """The CONVERTER_VERSION that wrote `hf_dir` (None if not written by `convert_gguf`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(hf_dir) / "model.safetensors"), "pt") as f:
+        return (f.metadata() or {}).get("lmstack_gguf")
+
+
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     """Convert a Llama-architecture GGUF file into an HF model directory at `out_dir` (written atomically)."""
     import gguf
@@ -278,7 +288,11 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     tensors = read_tensors(reader, config)
     generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config[k] is not None}
     with atomic_dir(out_dir) as tmp:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt", "source": gguf_path.name})
+        save_file(
+            tensors,
+            str(tmp / "model.safetensors"),
+            metadata={"format": "pt", "source": gguf_path.name, "lmstack_gguf": CONVERTER_VERSION},
+        )
         files["config.json"] = config
         files["generation_config.json"] = generation
         for name, data in files.items():

