@@ -1,7 +1,9 @@
 """`lmstack chat`: a streaming terminal chat that keeps the conversation in the model's chat template.
 
 Each turn renders the whole history with ChatML (`Tokenizer.render_chat`, add_generation_prompt=True),
-streams the reply token by token (text never splits a UTF-8 character) and stops at `<|im_end|>`. When the
+streams the reply token by token (text never splits a UTF-8 character) and stops at `<|im_end|>`. A base model
+whose tokenizer has no ChatML tokens (the CPU speedrun's) gets a plain transcript ("User: ...\nAssistant:")
+and stops at the next "\nUser:" line. When the
 history plus the reply budget no longer fits the context window, the oldest turns are dropped (the system
 message is kept); a single message longer than the window is an error, not a silent cut. Without `--system`,
 the system message the model's chat template inserts by default (SmolLM2 has one) is used, as HF would.
@@ -43,7 +45,7 @@ class ChatConfig:
         if self.context < 0:
             raise ValueError(f"--context={self.context}: must be >= 0")
 
-    def sampling_params(self, stop_ids: list[int]) -> SamplingParams:
+    def sampling_params(self, stop_ids: list[int], stop: list[str] | None = None) -> SamplingParams:
         return SamplingParams(
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
@@ -54,6 +56,7 @@ class ChatConfig:
             json_mode=self.json_mode,
             seed=self.seed,
             stop_token_ids=stop_ids,
+            stop=list(stop or []),
         )
 
 
@@ -64,6 +67,18 @@ def template_system_prompt(tok: Any) -> str:
     return m.group(1) if m else ""
 
 
+PLAIN_STOP = ["\nUser:"]
+
+
+def render(tok: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Prompt ids: ChatML when the tokenizer has its tokens, else a plain "User:/Assistant:" transcript."""
+    if "<|im_start|>" in getattr(tok, "special_tokens", {}):
+        return tok.render_chat(messages, add_generation_prompt=True)[0]
+    names = {"system": "", "user": "User: ", "assistant": "Assistant: "}
+    text = "".join(f"{names.get(m['role'], m['role'] + ': ')}{m['content']}\n" for m in messages)
+    return tok.encode(text + "Assistant:")
+
+
 def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[list[dict[str, str]], list[int]]:
     """Drop the oldest non-system messages until the rendered prompt has <= budget tokens.
 
@@ -72,7 +87,7 @@ def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[
     system = [m for m in messages[:1] if m["role"] == "system"]
     rest = messages[len(system) :]
     while rest:
-        ids = tok.render_chat(system + rest, add_generation_prompt=True)[0]
+        ids = render(tok, system + rest)
         if len(ids) <= budget:
             return system + rest, ids
         rest = rest[1:]
@@ -97,7 +112,7 @@ def chat_turn(
     stats = GenerationStats()
     for event in stream_generate(model, ids, params, tokenizer=tok, stats=stats):
         write(event.text)
-    reply = stats.texts[0] if stats.texts else ""
+    reply = (stats.texts[0] if stats.texts else "").strip()
     return messages + [{"role": "assistant", "content": reply}], reply
 
 
@@ -106,7 +121,8 @@ def main(cfg: ChatConfig) -> int:
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
     model = maybe_compile(model, cfg.compile)
-    params = cfg.sampling_params(chat_stop_ids(tok))
+    chatml = "<|im_start|>" in getattr(tok, "special_tokens", {})
+    params = cfg.sampling_params(chat_stop_ids(tok), None if chatml else PLAIN_STOP)
     context = cfg.context or model.config.max_seq_len
     if context <= params.max_new_tokens:
         raise ValueError(f"--context={context} must exceed --max_new_tokens={params.max_new_tokens}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmstack.cli import main
-from lmstack.generate.chat import ChatConfig, chat_turn, fit_history, template_system_prompt
+from lmstack.generate.chat import ChatConfig, chat_turn, fit_history, render, template_system_prompt
 from lmstack.generate.chat import main as chat_main
 from lmstack.generate.cli import load_model
 from lmstack.generate.params import SamplingParams
@@ -76,7 +76,7 @@ def test_chat_turn_streams_and_appends_reply(model_dir):
     chunks: list[str] = []
     params = SamplingParams(max_new_tokens=8, temperature=0, stop_token_ids=[tok.special_tokens["<|im_end|>"]])
     msgs, reply = chat_turn(model, tok, [{"role": "user", "content": "hi"}], params, 96, chunks.append)
-    assert "".join(chunks) == reply and msgs[-1] == {"role": "assistant", "content": reply}
+    assert "".join(chunks).strip() == reply and msgs[-1] == {"role": "assistant", "content": reply}
 
 
 def test_chat_main_reads_stdin(model_dir, monkeypatch, capsys):
@@ -93,3 +93,17 @@ def test_template_system_prompt_reads_the_chat_template_default():
     assert template_system_prompt(Tok()) == "You are SmolLM."
     Tok.config = {}
     assert template_system_prompt(Tok()) == ""
+
+
+def test_chat_on_a_base_model_uses_a_plain_transcript(tmp_path, monkeypatch, capsys):
+    tok = Tokenizer.train([TEXT], 280, special_tokens=["<|endoftext|>"], show_progress=False)
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "x"}]
+    assert tok.decode(render(tok, msgs)) == "User: hi\nAssistant: yo\nUser: x\nAssistant:"
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=1, d_model=32, n_heads=4, vocab_size=tok.vocab_size, max_seq_len=96)
+    Transformer(cfg).save_pretrained(tmp_path, tokenizer=tok)
+    lines = iter(["hello", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert chat_main(ChatConfig(model=str(tmp_path), max_new_tokens=6, temperature=1.0, seed=0, context=96)) == 0
+    out = capsys.readouterr().out
+    assert out.count("bot> ") == 1 and "\nUser:" not in out.split("bot> ")[1]
