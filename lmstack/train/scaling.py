@@ -46,7 +46,7 @@ class ScalingConfig:
     # model sizes as LAYERSxWIDTH (heads = width / 32)
     models: list[str] = field(default_factory=lambda: ["2x64", "3x96", "4x128", "4x192"])
     # training tokens per run
-    budgets: list[int] = field(default_factory=lambda: [100_000, 200_000, 400_000, 800_000])
+    budgets: list[int] = field(default_factory=lambda: [100_000, 200_000, 400_000])
     seq_len: int = 128  # tokens per window
     batch_size: int = 16  # sequences per step
     lr: float = 3e-3  # peak learning rate (cosine to 10%)
