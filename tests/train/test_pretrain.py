@@ -107,3 +107,19 @@ def test_bad_values_name_the_flag(overrides, flag):
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--data_dir"):
         train(tiny_pretrain(tmp_path / "nowhere", tmp_path / "out"))
+
+
+def test_activation_checkpointing_changes_memory_not_math(tmp_path):
+    # recomputing blocks in backward must give the same loss and the same update
+    results = []
+    for ckpt in (False, True):
+        model, x, y = _model_and_batch()
+        model.config.activation_checkpointing = ckpt
+        cfg = PretrainConfig(data_dir=str(tmp_path))
+        opt = build_optimizer(model, 1e-2, 0.1)
+        loss = train_step(model, model, opt, x, y, cfg, lr=1e-2)
+        results.append((loss, [p.detach().clone() for p in model.parameters()]))
+    (l0, p0), (l1, p1) = results
+    assert l0 == pytest.approx(l1, rel=1e-6)
+    for a, b in zip(p0, p1):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
