@@ -14,9 +14,9 @@ time spent in training steps (the schedule then runs over time: a "train for X m
 
 Mixed precision: `dtype=bfloat16` runs the forward under `torch.autocast` with fp32 master weights, fp32 AdamW
 state and an fp32 loss; bf16 keeps fp32's exponent range, so no loss scaling is needed (fp16 would need it).
-Distributed: DDP (Li et al. 2020) replicates the model and all-reduces gradients; `--fsdp` uses FSDP2
-`fully_shard` (ZeRO-3, Rajbhandari et al. 2020): parameters, gradients and AdamW state are sharded over ranks and
-gathered one block at a time. gloo on CPU, nccl on GPU.
+Distributed (`distributed.py`): DDP replicates the model and all-reduces gradients; `--fsdp` uses FSDP2
+`fully_shard` (ZeRO-3): parameters, gradients and AdamW state are sharded over ranks and gathered one block at a
+time. gloo on CPU, nccl on GPU.
 Leaves out: tensor/pipeline parallelism, multi-node launch logic (plain torchrun does it), data loading workers.
 """
 
@@ -37,12 +37,12 @@ import yaml
 from lmstack.common.atomic import atomic_write_text
 from lmstack.common.config import config_to_dict
 from lmstack.common.log import JsonlLogger, info, progress
-from lmstack.common.seed import pick_device
 from lmstack.data.batches import RandomBatches
 from lmstack.data.shards import ShardDataset
 from lmstack.model import ModelConfig, Transformer
 from lmstack.tokenizer import Tokenizer
 from lmstack.train.checkpoint import load_checkpoint, read_state, save_checkpoint
+from lmstack.train.distributed import all_ranks, join_process_group, rank_slice, wrap
 from lmstack.train.evaluate import evaluate
 from lmstack.train.optim import build_optimizer, set_lr
 from lmstack.train.sample import sample_ids
@@ -155,15 +155,8 @@ class PretrainConfig:
 
 
 def setup_distributed(cfg: PretrainConfig) -> tuple[int, int, str]:
-    """(rank, world size, device); joins the torchrun process group when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(cfg.device)
-    if world > 1 and not dist.is_initialized():
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
+    """(rank, world size, device); joins the torchrun process group when WORLD_SIZE > 1; sets CPU threads."""
+    rank, world, device = join_process_group(cfg.device)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
     if cfg.batch_size % (cfg.grad_accum * world):
         raise ValueError(f"--batch_size={cfg.batch_size} is not divisible by grad_accum x processes = "
@@ -184,16 +177,7 @@ def build_model(cfg: PretrainConfig, vocab_size: int, world: int, device: str) -
     """(the module whose parameters train, the callable that runs forward): wrapped for DDP/FSDP, compiled."""
     torch.manual_seed(cfg.seed)  # identical init on every rank
     model = Transformer(cfg.model_config(vocab_size)).to(device)
-    forward: Any = model
-    if world > 1 and cfg.fsdp:
-        from torch.distributed.fsdp import fully_shard
-
-        for block in model.blocks:  # shard block by block, so only one block is gathered at a time
-            fully_shard(block)
-        fully_shard(model)
-        forward = model
-    elif world > 1:
-        forward = torch.nn.parallel.DistributedDataParallel(model)
+    forward = wrap(model, model.blocks, world, cfg.fsdp)  # DDP / FSDP2 under torchrun
     if cfg.compile:
         forward = torch.compile(forward)
     return model, forward
@@ -238,12 +222,6 @@ def train_step(
     opt.step()
     opt.zero_grad(set_to_none=True)
     return total, float(norm)
-
-
-def rank_slice(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """Rows [rank * B / world, (rank + 1) * B / world) of the global batch."""
-    per = x.shape[0] // world
-    return x[rank * per : (rank + 1) * per]
 
 
 # ---- evaluation, samples, checkpoints ----------------------------------------------------------------------
@@ -386,15 +364,6 @@ def budget_spent(cfg: PretrainConfig, state: dict[str, Any]) -> bool:
     if cfg.train_seconds > 0:
         return state["elapsed_s"] >= cfg.train_seconds
     return state["step"] >= cfg.max_steps
-
-
-def all_ranks(value: float, world: int, op: str, device: str) -> float:
-    """The max or mean of `value` over ranks (the value itself for one process)."""
-    if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)  # nccl reduces only GPU tensors
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return float(t) / (world if op == "mean" else 1)
 
 
 def main(cfg: PretrainConfig) -> int:
