@@ -53,6 +53,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    umask = os.umask(0)  # mkdtemp creates 0700; give the directory the permissions a plain mkdir would
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     old = None
     if path.exists():
         old = path.parent / f".{path.name}.old-{os.getpid()}"

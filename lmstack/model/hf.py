@@ -364,10 +364,12 @@ def load_hf_dir(
 def _gguf_dir(gguf_path: Path) -> Path:
     """Convert a .gguf file once into `$LMSTACK_HOME/gguf/<name>-<fingerprint>/` and return that directory."""
     from lmstack.common.home import lmstack_home
-    from lmstack.model.gguf import convert_gguf
+    from lmstack.model.gguf import CONVERTER_VERSION, convert_gguf
 
     stat = gguf_path.resolve().stat()
-    tag = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    tag = hashlib.sha256(
+        f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{CONVERTER_VERSION}".encode()
+    ).hexdigest()[:12]
     out = lmstack_home() / "gguf" / f"{gguf_path.stem}-{tag}"
     if not (out / "config.json").is_file():
         convert_gguf(gguf_path, out)
