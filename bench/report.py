@@ -14,11 +14,15 @@ from pathlib import Path
 import torch
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nEvery number here is written by a script in `bench/`; each runs lmstack and its anchor in the same run.\n"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Every number here is written by a script in `bench/`; each runs lmstack and its anchor in the same run.\n"
+)
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def write_section(name: str, body: str, doc: Path = DOC) -> None:

@@ -24,7 +24,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "corpus": Command("lmstack.data.corpus", "CorpusConfig", "main", "list, show or fetch the embedded corpora"),
     "train-tokenizer": Command(
-        "lmstack.data.train_tokenizer", "TrainTokenizerConfig", "main", "train a byte-level BPE tokenizer on a corpus"
+        "lmstack.data.train_tokenizer", "TrainTokenizerConfig", "main", "train a BPE tokenizer on a corpus"
     ),
     "tokenize": Command("lmstack.tokenizer.commands", "TokenizeConfig", "tokenize", "show the pieces and ids of a text"),
     "convert": Command("lmstack.model.convert", "ConvertConfig", "main", "convert HF dir / GGUF file <-> HF dir"),

@@ -13,7 +13,8 @@ text, so the code is the documentation:
 Rules (ARCHITECTURE.md, STYLE.md): field name = YAML key = CLI flag = log key; an unknown key is an error that
 names the closest valid key; values are converted to the field's type and a bad value names the flag.
 A field whose metadata has `positional=True` also takes bare (non-flag) arguments, e.g. `lmstack tokenize "hi"`;
-metadata `flag="from"` gives a field a CLI flag that is not a Python identifier (`src: str = field(metadata={"flag": "from"})`).
+metadata `flag="from"` gives a field a CLI flag that is not a Python identifier:
+`src: str = field(metadata={"flag": "from"})`.
 """
 
 from __future__ import annotations
@@ -283,5 +284,6 @@ def format_help(cls: type, prog: str, description: str = "") -> str:
         lines.append(f"  --{flag:<22} {tp:<10} default={default!r}{pos}")
         if f.name in helps:
             lines.append(f"  {'':<24} {helps[f.name]}")
-    lines += ["", "  --help                   show this message", "  --print-config           print the resolved config"]
+    lines += ["", "  --help                   show this message"]
+    lines += ["  --print-config           print the resolved config"]
     return "\n".join(lines)
