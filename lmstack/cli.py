@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {
     "train-tokenizer": Command(
         "lmstack.data.train_tokenizer", "TrainTokenizerConfig", "main", "train a BPE tokenizer on a corpus"
     ),
-    "tokenize": Command("lmstack.tokenizer.commands", "TokenizeConfig", "tokenize", "show the pieces and ids of a text"),
+    "tokenize": Command("lmstack.tokenizer.commands", "TokenizeConfig", "tokenize", "show a text's pieces and ids"),
     "convert": Command("lmstack.model.convert", "ConvertConfig", "main", "convert HF dir / GGUF file <-> HF dir"),
     "models": Command("lmstack.model.local_models", "ModelsConfig", "main", "list models available offline"),
     "calc": Command("lmstack.model.calc", "CalcConfig", "main", "parameters, FLOPs, memory and KV-cache sizes"),
