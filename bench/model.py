@@ -28,6 +28,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import table, write_section  # noqa: E402
 from lmstack.model import ModelConfig, Transformer  # noqa: E402
+from lmstack.model.presets import GPT2_STYLE  # noqa: E402
 
 THREADS = 2
 SHAPES = {  # GPT-2 and Llama block designs at a CPU-sized depth and width (full vocabularies)
@@ -37,14 +38,7 @@ SHAPES = {  # GPT-2 and Llama block designs at a CPU-sized depth and width (full
         d_model=256,
         n_heads=8,
         max_seq_len=1024,
-        norm="layernorm",
-        norm_bias=True,
-        position="learned",
-        ffn="gelu",
-        gelu_approx="tanh",
-        bias=True,
-        qkv_bias=True,
-        tie_embeddings=True,
+        **GPT2_STYLE,
     ),
     "llama (L4 D256 H8/Hkv4, V32000)": dict(
         vocab_size=32000,

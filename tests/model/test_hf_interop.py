@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from lmstack.model import ModelConfig, Transformer
 from lmstack.model.hf import config_from_hf, hf_family
+from lmstack.model.presets import GPT2_STYLE
 
 
 def saved(tmp_path, tiny: dict, **kw) -> tuple[Transformer, object]:
@@ -32,17 +33,7 @@ def same_logits(a: Transformer, b: Transformer) -> None:
         (dict(qkv_bias=True), "qwen2"),
         (dict(n_experts=4), "mixtral"),
         (
-            dict(
-                norm="layernorm",
-                norm_bias=True,
-                position="learned",
-                ffn="gelu",
-                gelu_approx="tanh",
-                bias=True,
-                qkv_bias=True,
-                n_kv_heads=4,
-                tie_embeddings=True,
-            ),
+            dict(GPT2_STYLE, n_kv_heads=4),
             "gpt2",
         ),
         (dict(position="alibi"), "lmstack"),

@@ -6,18 +6,10 @@ import pytest
 import torch
 
 from lmstack.model import ModelConfig, Transformer
+from lmstack.model.presets import GPT2_STYLE
 
 VARIANTS = {
-    "gpt2-style": dict(
-        norm="layernorm",
-        norm_bias=True,
-        position="learned",
-        ffn="gelu",
-        gelu_approx="tanh",
-        bias=True,
-        qkv_bias=True,
-        tie_embeddings=True,
-    ),
+    "gpt2-style": dict(GPT2_STYLE),
     "llama-style": dict(),
     "sinusoidal": dict(position="sinusoidal"),
     "alibi": dict(position="alibi"),
