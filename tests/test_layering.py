@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ORDER = ["tokenizer", "data", "model", "train", "finetune", "align", "quant", "generate", "serve", "rag", "eval"]
+ORDER = ["tokenizer", "data", "model", "train", "quant", "finetune", "generate", "align", "serve", "rag", "eval"]
 PKG = Path(__file__).resolve().parent.parent / "lmstack"
 
 

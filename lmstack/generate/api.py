@@ -17,9 +17,10 @@ from typing import Any
 
 from lmstack.generate.decode import GenerationStats, StreamEvent, collect, eos_ids_of, sample_stream
 from lmstack.generate.params import SamplingParams
+from lmstack.model.causal_lm import CausalLM
 
 
-def build_constraint(model: Any, params: SamplingParams, tokenizer: Any) -> Any:
+def build_constraint(model: CausalLM, params: SamplingParams, tokenizer: Any) -> Any:
     """The token-level automaton for a constrained request, or None."""
     if not params.constrained:
         return None
@@ -31,11 +32,11 @@ def build_constraint(model: Any, params: SamplingParams, tokenizer: Any) -> Any:
 
 
 def _events(
-    model: Any,
+    model: CausalLM,
     prompts: list[list[int]],
     params: SamplingParams,
     tokenizer: Any,
-    draft_model: Any,
+    draft_model: CausalLM,
     stats: GenerationStats,
 ) -> Iterator[StreamEvent]:
     constraint = build_constraint(model, params, tokenizer)
@@ -47,12 +48,12 @@ def _events(
 
 
 def generate(
-    model: Any,
+    model: CausalLM,
     prompts: list[list[int]],
     params: SamplingParams,
     *,
     tokenizer: Any = None,
-    draft_model: Any = None,
+    draft_model: CausalLM | None = None,
     stats: GenerationStats | None = None,
 ) -> list[list[int]]:
     """New token ids per output row (see the module docstring for the row layout)."""
@@ -66,12 +67,12 @@ def generate(
 
 
 def generate_text(
-    model: Any,
+    model: CausalLM,
     tokenizer: Any,
     prompts: list[str],
     params: SamplingParams,
     *,
-    draft_model: Any = None,
+    draft_model: CausalLM | None = None,
     stats: GenerationStats | None = None,
 ) -> list[str]:
     """Text in, text out: each output decoded and cut right before the first stop string."""
@@ -83,12 +84,12 @@ def generate_text(
 
 
 def stream_generate(
-    model: Any,
+    model: CausalLM,
     prompt: list[int],
     params: SamplingParams,
     *,
     tokenizer: Any = None,
-    draft_model: Any = None,
+    draft_model: CausalLM | None = None,
     stats: GenerationStats | None = None,
 ) -> Iterator[StreamEvent]:
     """Yield `StreamEvent(row, token, text)` as tokens are produced for one prompt (rows 0..n-1).

@@ -24,6 +24,7 @@ from lmstack.generate.decode import GenerationStats, check_prompts, eos_ids_of, 
 from lmstack.generate.kv_cache import ContiguousKVCache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline
+from lmstack.model.causal_lm import CausalLM
 
 BIG = 1.0e9  # "minus infinity" that keeps arithmetic finite (as HF)
 
@@ -79,7 +80,7 @@ def _heuristic(s: BeamState, p: SamplingParams, generated: int) -> None:
 
 @torch.inference_mode()
 def beam_search(
-    model: Any,
+    model: CausalLM,
     prompts: list[list[int]],
     params: SamplingParams,
     tokenizer: Any = None,

@@ -14,13 +14,14 @@ With `--json_mode` every reply is a JSON object.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lmstack.generate.params import SamplingParams
+from lmstack.model.causal_lm import CausalLM
+from lmstack.tokenizer.chat import PLAIN_STOP, chat_stop_ids, has_chatml, render_prompt, template_system_prompt
 
 
 @dataclass
@@ -60,25 +61,6 @@ class ChatConfig:
         )
 
 
-def template_system_prompt(tok: Any) -> str:
-    """The system message a ChatML chat template inserts when none is given (SmolLM2's does), else ""."""
-    template = str(getattr(tok, "config", {}).get("chat_template") or "")
-    m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, re.S)
-    return m.group(1) if m else ""
-
-
-PLAIN_STOP = ["\nUser:"]
-
-
-def render(tok: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Prompt ids: ChatML when the tokenizer has its tokens, else a plain "User:/Assistant:" transcript."""
-    if "<|im_start|>" in getattr(tok, "special_tokens", {}):
-        return tok.render_chat(messages, add_generation_prompt=True)[0]
-    names = {"system": "", "user": "User: ", "assistant": "Assistant: "}
-    text = "".join(f"{names.get(m['role'], m['role'] + ': ')}{m['content']}\n" for m in messages)
-    return tok.encode(text + "Assistant:")
-
-
 def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[list[dict[str, str]], list[int]]:
     """Drop the oldest non-system messages until the rendered prompt has <= budget tokens.
 
@@ -87,7 +69,7 @@ def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[
     system = [m for m in messages[:1] if m["role"] == "system"]
     rest = messages[len(system) :]
     while rest:
-        ids = render(tok, system + rest)
+        ids = render_prompt(tok, system + rest)
         if len(ids) <= budget:
             return system + rest, ids
         rest = rest[1:]
@@ -97,7 +79,7 @@ def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[
 
 
 def chat_turn(
-    model: Any,
+    model: CausalLM,
     tok: Any,
     messages: list[dict[str, str]],
     params: SamplingParams,
@@ -117,11 +99,12 @@ def chat_turn(
 
 
 def main(cfg: ChatConfig) -> int:
-    from lmstack.generate.cli import chat_stop_ids, load_model, maybe_compile
+    from lmstack.generate.cli import maybe_compile
+    from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
     model = maybe_compile(model, cfg.compile)
-    chatml = "<|im_start|>" in getattr(tok, "special_tokens", {})
+    chatml = has_chatml(tok)
     params = cfg.sampling_params(chat_stop_ids(tok), None if chatml else PLAIN_STOP)
     context = cfg.context or model.config.max_seq_len
     if context <= params.max_new_tokens:

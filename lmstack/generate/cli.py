@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lmstack.generate.params import SamplingParams
+from lmstack.model.causal_lm import CausalLM
+from lmstack.tokenizer.chat import chat_stop_ids, template_system_prompt
 
 
 @dataclass
@@ -91,27 +93,7 @@ class GenerateConfig:
         )
 
 
-def load_model(spec: str, device: str = "auto", dtype: str = "") -> tuple[Any, Any]:
-    """A model and its tokenizer from a directory, a .gguf file or a local model name."""
-    from lmstack.common.seed import pick_device
-    from lmstack.model import Transformer
-    from lmstack.model.local_models import resolve_model
-    from lmstack.tokenizer import Tokenizer
-
-    path = Path(spec).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        from lmstack.model.hf import _gguf_dir
-
-        path = _gguf_dir(path)
-    elif not path.exists():
-        path = Path(resolve_model(spec))
-    if not path.is_dir():
-        raise FileNotFoundError(f"--model: {spec} is not a model directory, .gguf file or known model name")
-    model = Transformer.from_pretrained(path, dtype=dtype or None, device=pick_device(device))
-    return model.eval(), Tokenizer.load(path)
-
-
-def maybe_compile(model: Any, enabled: bool) -> Any:
+def maybe_compile(model: CausalLM, enabled: bool) -> Any:
     """`torch.compile(model, dynamic=True)`: one graph per step instead of ~60 Python module calls.
 
     The compiled module forwards `.config` / `.parameters()` to the model, so `generate` takes it as is. The first
@@ -124,19 +106,12 @@ def maybe_compile(model: Any, enabled: bool) -> Any:
     return torch.compile(model, dynamic=True)
 
 
-def chat_stop_ids(tok: Any) -> list[int]:
-    """ChatML's end-of-turn token, which ends an assistant reply."""
-    return [tok.special_tokens["<|im_end|>"]] if "<|im_end|>" in getattr(tok, "special_tokens", {}) else []
-
-
 def encode_prompt(cfg: GenerateConfig, tok: Any) -> list[int]:
     if not cfg.chat:
         ids = tok.encode(cfg.prompt)
         if not ids:
             raise ValueError("--prompt is empty; give a text to continue")
         return ids
-    from lmstack.generate.chat import template_system_prompt
-
     system = cfg.system or template_system_prompt(tok)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": cfg.prompt}]
     return tok.render_chat(messages, add_generation_prompt=True)[0]
@@ -145,6 +120,7 @@ def encode_prompt(cfg: GenerateConfig, tok: Any) -> list[int]:
 def generate_main(cfg: GenerateConfig) -> int:
     from lmstack.generate.api import generate, stream_generate
     from lmstack.generate.decode import GenerationStats
+    from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
     model = maybe_compile(model, cfg.compile)

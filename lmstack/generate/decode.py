@@ -26,6 +26,7 @@ from lmstack.generate.kv_cache import ContiguousKVCache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline, sample
 from lmstack.generate.stop import TextTracker
+from lmstack.model.causal_lm import CausalLM
 
 
 @dataclass
@@ -51,7 +52,7 @@ class GenerationStats:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
-def eos_ids_of(model: Any, params: SamplingParams) -> list[int]:
+def eos_ids_of(model: CausalLM, params: SamplingParams) -> list[int]:
     """The ids that end a row: the model's EOS (config / generation config) unless ignored, plus stop ids."""
     ids = set(params.stop_token_ids)
     if not params.ignore_eos:
@@ -74,7 +75,7 @@ def left_pad(prompts: list[list[int]], device: torch.device | str) -> tuple[torc
     return ids.to(device), pos.to(device)
 
 
-def check_prompts(model: Any, prompts: list[list[int]], params: SamplingParams) -> None:
+def check_prompts(model: CausalLM, prompts: list[list[int]], params: SamplingParams) -> None:
     if not prompts or any(len(x) == 0 for x in prompts):
         raise ValueError("prompts: expected a non-empty list of non-empty token id lists")
     V, limit = model.config.vocab_size, model.config.max_seq_len
@@ -95,7 +96,7 @@ def make_generator(params: SamplingParams, device: torch.device) -> torch.Genera
 
 
 def prefill(
-    model: Any, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats
+    model: CausalLM, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats
 ) -> tuple[ContiguousKVCache, torch.Tensor, torch.Tensor]:
     """One forward over the left-padded prompts; rows duplicated n times (the samples share the prefill).
 
@@ -115,7 +116,7 @@ def prefill(
 
 @torch.inference_mode()
 def sample_stream(
-    model: Any,
+    model: CausalLM,
     prompts: list[list[int]],
     params: SamplingParams,
     tokenizer: Any = None,

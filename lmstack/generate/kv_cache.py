@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from lmstack.model.causal_lm import CausalLM
+
 
 class ContiguousKVCache:
     def __init__(
@@ -46,9 +48,7 @@ class ContiguousKVCache:
         self.lengths = [0] * n_layers  # filled slots per layer (layers fill one after another in a forward)
 
     @classmethod
-    def for_model(
-        cls, model: torch.nn.Module, batch: int, max_len: int | None = None, **kw: object
-    ) -> ContiguousKVCache:
+    def for_model(cls, model: CausalLM, batch: int, max_len: int | None = None, **kw: object) -> ContiguousKVCache:
         """A cache shaped for `model.config` (n_layers, n_kv_heads, head_dim), in the model's dtype and device."""
         c = model.config
         p = next(model.parameters())

@@ -32,6 +32,7 @@ from lmstack.generate.kv_cache import ContiguousKVCache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline, fork
 from lmstack.generate.stop import TextTracker
+from lmstack.model.causal_lm import CausalLM
 
 
 def accept(
@@ -90,7 +91,9 @@ def _probs(pipe: LogitsPipeline, logits: torch.Tensor, tokens: list[int]) -> tor
 class Drafter:
     """A draft model with its own cache; `pending` are accepted tokens it has not read yet."""
 
-    def __init__(self, model: Any, prompt: list[int], params: SamplingParams, max_len: int, eos: list[int]) -> None:
+    def __init__(
+        self, model: CausalLM, prompt: list[int], params: SamplingParams, max_len: int, eos: list[int]
+    ) -> None:
         self.model, self.params = model, params
         self.cache = ContiguousKVCache.for_model(model, 1, max_len=max_len)
         dev = next(model.parameters()).device
@@ -136,10 +139,10 @@ class Drafter:
 
 
 def _one_sequence(
-    model: Any,
+    model: CausalLM,
     prompt: list[int],
     params: SamplingParams,
-    draft_model: Any,
+    draft_model: CausalLM,
     gen: torch.Generator | None,
     stats: GenerationStats,
 ) -> Iterator[int]:
@@ -162,7 +165,7 @@ def _one_sequence(
 
 
 def _rounds(
-    model: Any,
+    model: CausalLM,
     prompt: list[int],
     params: SamplingParams,
     drafter: Drafter | None,
@@ -213,10 +216,10 @@ def _rounds(
 
 @torch.inference_mode()
 def speculative_stream(
-    model: Any,
+    model: CausalLM,
     prompts: list[list[int]],
     params: SamplingParams,
-    draft_model: Any = None,
+    draft_model: CausalLM | None = None,
     tokenizer: Any = None,
     stats: GenerationStats | None = None,
     constraint: Any = None,

@@ -19,6 +19,7 @@ SentencePiece (`llama`) vocabularies, the Llama-3 regex pre-tokenizers, k-quants
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,18 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         for name, data in files.items():
             (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return out_dir
+
+
+def cached_conversion(gguf_path: str | Path) -> Path:
+    """Convert a .gguf file once into `$LMSTACK_HOME/gguf/<name>-<fingerprint>/` and return that directory.
+    The fingerprint covers the file's path, size, mtime and CONVERTER_VERSION, so an edited file or a newer
+    converter gets a fresh conversion."""
+    from lmstack.common.home import lmstack_home
+
+    gguf_path = Path(gguf_path).resolve()
+    stat = gguf_path.stat()
+    key = f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}:{CONVERTER_VERSION}"
+    out = lmstack_home() / "gguf" / f"{gguf_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if not (out / "config.json").is_file():
+        convert_gguf(gguf_path, out)
+    return out

@@ -13,7 +13,6 @@ Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_b
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -361,35 +360,13 @@ def load_hf_dir(
     return model.eval()
 
 
-def _gguf_dir(gguf_path: Path) -> Path:
-    """Convert a .gguf file once into `$LMSTACK_HOME/gguf/<name>-<fingerprint>/` and return that directory."""
-    from lmstack.common.home import lmstack_home
-    from lmstack.model.gguf import CONVERTER_VERSION, convert_gguf
-
-    stat = gguf_path.resolve().stat()
-    tag = hashlib.sha256(
-        f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{CONVERTER_VERSION}".encode()
-    ).hexdigest()[:12]
-    out = lmstack_home() / "gguf" / f"{gguf_path.stem}-{tag}"
-    if not (out / "config.json").is_file():
-        convert_gguf(gguf_path, out)
-    return out
-
-
 def load_pretrained(
     path: str | Path, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> Transformer:
-    """An HF directory, a .gguf file, or a local model name (`lmstack.model.local_models.resolve_model`)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        return load_hf_dir(p, dtype, device)
-    if p.is_file():
-        if p.suffix != ".gguf":
-            raise ValueError(f"{p}: expected a model directory (config.json + safetensors) or a .gguf file")
-        return load_hf_dir(_gguf_dir(p), dtype, device)
-    from lmstack.model.local_models import resolve_model
+    """An HF directory, a .gguf file, or a local model name (resolved by `lmstack.model.loader.model_path`)."""
+    from lmstack.model.loader import model_path
 
-    return load_hf_dir(Path(resolve_model(str(path))), dtype, device)
+    return load_hf_dir(model_path(path), dtype, device)
 
 
 def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:

@@ -20,9 +20,11 @@ Left out: tool calls, multimodal parts, default system prompts (SmolLM2's templa
 
 from __future__ import annotations
 
-from typing import Protocol
+import re
+from typing import Any, Protocol
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+PLAIN_STOP = ["\nUser:"]  # where a plain-transcript reply ends (base models without ChatML tokens)
 
 # Jinja for transformers' apply_chat_template; renders exactly the text render_chat tokenizes.
 CHATML_TEMPLATE = (
@@ -88,3 +90,30 @@ def render_chat(
         ids += [start_id, *prompt]
         mask += [0] * (1 + len(prompt))
     return ids, mask
+
+
+def has_chatml(tok: Any) -> bool:
+    """True when the tokenizer has ChatML's role tokens (SmolLM2 does; the speedrun's base model does not)."""
+    return IM_START in getattr(tok, "special_tokens", {})
+
+
+def template_system_prompt(tok: Any) -> str:
+    """The system message a ChatML chat template inserts when none is given (SmolLM2's does), else ""."""
+    template = str(getattr(tok, "config", {}).get("chat_template") or "")
+    m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, re.S)
+    return m.group(1) if m else ""
+
+
+def chat_stop_ids(tok: Any) -> list[int]:
+    """ChatML's end-of-turn token, which ends an assistant reply ([] without ChatML)."""
+    return [tok.special_tokens[IM_END]] if IM_END in getattr(tok, "special_tokens", {}) else []
+
+
+def render_prompt(tok: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Prompt ids ending where the assistant's reply starts: ChatML when the tokenizer has its tokens, else a
+    plain "User: ... / Assistant:" transcript (whose replies end at `PLAIN_STOP`)."""
+    if has_chatml(tok):
+        return render_chat(tok, messages, add_generation_prompt=True)[0]
+    names = {"system": "", "user": "User: ", "assistant": "Assistant: "}
+    text = "".join(f"{names.get(m['role'], m['role'] + ': ')}{m['content']}\n" for m in messages)
+    return tok.encode(text + "Assistant:")

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from lmstack.cli import main
-from lmstack.generate.chat import ChatConfig, chat_turn, fit_history, render, template_system_prompt
+from lmstack.generate.chat import ChatConfig, chat_turn, fit_history
 from lmstack.generate.chat import main as chat_main
-from lmstack.generate.cli import load_model
 from lmstack.generate.params import SamplingParams
-from lmstack.model import ModelConfig, Transformer
+from lmstack.model import ModelConfig, Transformer, load_model
 from lmstack.tokenizer import Tokenizer
+from lmstack.tokenizer.chat import render_prompt, template_system_prompt
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20 + 'é 你好 😀 {"a": [1, 2]} 0123456789'
 
@@ -98,7 +98,7 @@ def test_template_system_prompt_reads_the_chat_template_default():
 def test_chat_on_a_base_model_uses_a_plain_transcript(tmp_path, monkeypatch, capsys):
     tok = Tokenizer.train([TEXT], 280, special_tokens=["<|endoftext|>"], show_progress=False)
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "x"}]
-    assert tok.decode(render(tok, msgs)) == "User: hi\nAssistant: yo\nUser: x\nAssistant:"
+    assert tok.decode(render_prompt(tok, msgs)) == "User: hi\nAssistant: yo\nUser: x\nAssistant:"
     torch.manual_seed(0)
     cfg = ModelConfig(n_layers=1, d_model=32, n_heads=4, vocab_size=tok.vocab_size, max_seq_len=96)
     Transformer(cfg).save_pretrained(tmp_path, tokenizer=tok)

