@@ -36,6 +36,8 @@ COMMANDS: dict[str, Command] = {
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
+    "eval": Command("lmstack.eval.run", "EvalConfig", "main", "score a model on benchmarks (cached, with CIs)"),
+    "report": Command("lmstack.eval.report_card", "ReportConfig", "main", "one-page report card of a model"),
 }
 
 

