@@ -129,14 +129,15 @@ def plot_evals(evals: list[dict[str, Any]], title: str) -> bytes:
 
 
 def decode_speed(model_dir: Path, device: str, new_tokens: int) -> dict[str, float]:
-    """Prefill and decode throughput (tokens/s, batch 1, greedy) on a fixed 64-token prompt; best of 2."""
+    """Prefill and decode throughput (tokens/s, batch 1, greedy) on a fixed prompt of up to 64 tokens; best of 2."""
     from lmstack.generate import GenerationStats, SamplingParams, generate
     from lmstack.model import load_model
 
     model, tok = load_model(model_dir, device=device)
-    prompt = (tok.encode("The history of the region is long and varied, and it begins with ") * 16)[:64]
-    limit = model.config.max_seq_len - len(prompt)
-    params = SamplingParams(max_new_tokens=min(new_tokens, limit), temperature=0.0, ignore_eos=True)
+    n_prompt = min(64, model.config.max_seq_len // 2)
+    prompt = (tok.encode("The history of the region is long and varied, and it begins with ") * 64)[:n_prompt]
+    new = max(2, min(new_tokens, model.config.max_seq_len - n_prompt))
+    params = SamplingParams(max_new_tokens=new, temperature=0.0, ignore_eos=True)
     best: dict[str, float] = {}
     for _ in range(2):
         t = time.perf_counter()

@@ -27,7 +27,8 @@ def test_matches_sklearn_reliability_curve() -> None:
     assert np.allclose(np.array(r["accuracy"])[full], prob_true)
     assert np.allclose(np.array(r["confidence"])[full], prob_pred)
     weights = np.array(r["count"])[full] / 500
-    assert expected_calibration_error(conf, correct) == pytest.approx(float(np.sum(weights * abs(prob_true - prob_pred))))
+    want = float(np.sum(weights * abs(prob_true - prob_pred)))
+    assert expected_calibration_error(conf, correct) == pytest.approx(want)
 
 
 def test_choice_probabilities_softmax() -> None:
