@@ -24,7 +24,7 @@ from functools import cache
 from typing import Any
 
 from lmstack.eval.confidence import interval
-from lmstack.generate import SamplingParams, generate_text
+from lmstack.generate import GenerationStats, SamplingParams, generate
 from lmstack.model.causal_lm import CausalLM
 
 GENERATORS = {"arithmetic": "basic_arithmetic", "gsm": "gsm_symbolic"}
@@ -91,6 +91,28 @@ def extract_number(text: str, mode: str = "first") -> str | None:
     return _clean(m[0]) if m else None
 
 
+def generate_texts(
+    model: CausalLM, tokenizer: Any, prompts: list[str], params: SamplingParams, batch_size: int = 16
+) -> list[str]:
+    """`generate_text` in batches, with each prompt cut from the left to fit the model's window (a small model's
+    128-token window cannot hold a 3-shot prompt; the question, at the end, is kept). Rows: prompt-major, n each."""
+    keep = model.config.max_seq_len - params.max_new_tokens
+    if keep < 1:
+        raise ValueError(
+            f"max_new_tokens={params.max_new_tokens} leaves no room in a {model.config.max_seq_len}-token window"
+        )
+    out: list[str] = []
+    for s in range(0, len(prompts), batch_size):
+        ids = [
+            tokenizer.encode(p, allowed_special="all")[-keep:] or [tokenizer.eos_id]
+            for p in prompts[s : s + batch_size]
+        ]
+        stats = GenerationStats()
+        rows = generate(model, ids, params, tokenizer=tokenizer, stats=stats)
+        out += stats.texts if stats.texts else [tokenizer.decode(r) for r in rows]
+    return out
+
+
 def qa_prompt(question: str, shots: list[Problem], cot: bool = False) -> str:
     """'Question: ...\\nAnswer: ...' blocks for the shots, then the open question."""
     blocks = [f"Question: {s.question}\nAnswer: {s.cot + ' The answer is ' + s.answer + '.' if cot else s.answer}"
@@ -107,9 +129,7 @@ def evaluate_generative(
     shots = load_problems(task, num_fewshot, seed + 1) if num_fewshot else []
     prompts = [qa_prompt(p.question, shots) for p in problems]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
-    outputs: list[str] = []
-    for s in range(0, len(prompts), batch_size):
-        outputs += generate_text(model, tokenizer, prompts[s : s + batch_size], params)
+    outputs = generate_texts(model, tokenizer, prompts, params, batch_size)
     records = []
     for p, out in zip(problems, outputs):
         ans = extract_number(out)

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from lmstack.eval.generative import generate_texts
 from lmstack.eval.squad import normalize_answer
-from lmstack.generate import SamplingParams, generate_text
+from lmstack.generate import SamplingParams
 from lmstack.model.causal_lm import CausalLM
 
 STOP_WORDS = set("""a an the and or but if of to in on at by for with from as is are was were be been being it its this
@@ -71,9 +72,7 @@ def grounded_qa(
     """Answer each (question, passage) item greedily; unsupported-claim and abstention rates by answerability."""
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
     prompts = [PROMPT.format(passage=it.passage, question=it.question) for it in items]
-    outs: list[str] = []
-    for s in range(0, len(prompts), batch_size):
-        outs += generate_text(model, tok, prompts[s : s + batch_size], params)
+    outs = generate_texts(model, tok, prompts, params, batch_size)
     records = []
     for it, out in zip(items, outs):
         c = check_answer(out, it.passage)

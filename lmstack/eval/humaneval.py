@@ -22,9 +22,10 @@ import numpy as np
 from lmstack.common.log import progress
 from lmstack.eval.confidence import interval
 from lmstack.eval.datasets import CodeProblem, load_humaneval
+from lmstack.eval.generative import generate_texts
 from lmstack.eval.pass_at_k import pass_at_k
 from lmstack.eval.sandbox import Limits, run_many
-from lmstack.generate import SamplingParams, generate_text
+from lmstack.generate import SamplingParams
 from lmstack.model.causal_lm import CausalLM
 
 STOP = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#"]
@@ -47,7 +48,7 @@ def complete(
     bar = progress(total=len(problems), desc="humaneval generate", unit="problem", disable=not show_progress or None)
     for s in range(0, len(order), per_batch):
         idx = order[s : s + per_batch]
-        texts = generate_text(model, tokenizer, [problems[i].prompt for i in idx], params)
+        texts = generate_texts(model, tokenizer, [problems[i].prompt for i in idx], params, len(idx))
         for j, i in enumerate(idx):
             out[i] = texts[j * n : (j + 1) * n]  # rows are prompt-major: sample j of prompt i is row i * n + j
         bar.update(len(idx))

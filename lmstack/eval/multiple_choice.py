@@ -37,7 +37,7 @@ import numpy as np
 from lmstack.eval.calibration import choice_probabilities, expected_calibration_error
 from lmstack.eval.confidence import interval
 from lmstack.eval.datasets import LETTERS, MCItem, load_mc, quartz_fewshot
-from lmstack.eval.loglikelihood import loglikelihood
+from lmstack.eval.loglikelihood import encode_pair, loglikelihood
 from lmstack.model.causal_lm import CausalLM
 
 MC_TASKS = ("social_iqa", "quartz", "mmlu", "mmlu_letters", "logiqa")
@@ -126,8 +126,17 @@ def evaluate_mc(
         raise ValueError(f"unknown multiple-choice task {task!r}; expected one of {', '.join(PROMPTS)}")
     items = load_items(task)
     selected = list(range(len(items) if limit is None else min(limit, len(items))))
-    reqs = requests_for(task, items, selected, num_fewshot, seed)
+    fits = [
+        i for i in selected if fits_window(tokenizer, requests_for(task, items, [i], 0, seed), model.config.max_seq_len)
+    ]
+    reqs = requests_for(task, items, fits, num_fewshot, seed)
     logliks = loglikelihood(model, tokenizer, reqs, show_progress=show_progress)
-    out = score_items(task, items, selected, logliks)
-    out["texts"] = {items[i].id: item_text(task, items[i]) for i in selected}
+    out = score_items(task, items, fits, logliks)
+    out["skipped"] = len(selected) - len(fits)  # an option longer than the model's whole window cannot be scored
+    out["texts"] = {items[i].id: item_text(task, items[i]) for i in fits}
     return out
+
+
+def fits_window(tokenizer: Any, requests: list[tuple[str, str]], max_len: int) -> bool:
+    """True when every option fits the model's window (the context is truncated from the left if needed)."""
+    return all(len(encode_pair(tokenizer, c, x)[1]) <= max_len for c, x in requests)

@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmstack.eval.generative import Problem, extract_number, qa_prompt
-from lmstack.generate import SamplingParams, generate_text
+from lmstack.eval.generative import Problem, extract_number, generate_texts, qa_prompt
+from lmstack.generate import SamplingParams
 from lmstack.model.causal_lm import CausalLM
 
 
@@ -38,10 +38,7 @@ class Answer:
 
 
 def _run(model: CausalLM, tok: Any, prompts: list[str], params: SamplingParams, batch_size: int) -> list[str]:
-    out: list[str] = []
-    for s in range(0, len(prompts), batch_size):
-        out += generate_text(model, tok, prompts[s : s + batch_size], params)
-    return out
+    return generate_texts(model, tok, prompts, params, batch_size)
 
 
 def direct(

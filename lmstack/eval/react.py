@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lmstack.eval.calculator import calculate
-from lmstack.eval.generative import extract_number
+from lmstack.eval.generative import extract_number, generate_texts
 from lmstack.eval.prompting import Answer
-from lmstack.generate import SamplingParams, generate_text
+from lmstack.generate import SamplingParams
 from lmstack.model.causal_lm import CausalLM
 
 Tool = Callable[[str], str]
@@ -71,9 +71,7 @@ def react(
         active = [i for i, a in enumerate(answers) if a is None]
         if not active:
             break
-        outs: list[str] = []
-        for s in range(0, len(active), batch_size):
-            outs += generate_text(model, tok, [transcripts[i] for i in active[s : s + batch_size]], params)
+        outs = generate_texts(model, tok, [transcripts[i] for i in active], params, batch_size)
         for i, out in zip(active, outs):
             transcripts[i] += out
             steps[i].append(out.strip())

@@ -307,8 +307,13 @@ def _eval_section(evals: list[dict[str, Any]], out: Path, name: str) -> list[str
         )
         md.append(f"| {e['task']} | {h} | {e['metrics'][h]:.3f} | {f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '-'} | "
                   f"{e.get('n', '-')} | {e.get('num_fewshot', '-')} | {cont} |")  # fmt: skip
-    atomic_write_bytes(out / "evals.png", plot_evals(evals, name))
-    return md + ["", "![evaluation scores](evals.png)", ""]
+    from lmstack.eval.tasks import TASKS
+
+    scores = [e for e in evals if e["task"] in TASKS and TASKS[e["task"]].higher_is_better]  # accuracies, pass@k
+    if not scores:
+        return md + [""]
+    atomic_write_bytes(out / "evals.png", plot_evals(scores, name))
+    return md + ["", "![evaluation scores with 95% intervals](evals.png)", ""]
 
 
 def main(cfg: ReportConfig) -> int:

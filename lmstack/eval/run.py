@@ -157,6 +157,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         lo_hi = r.get("ci", {}).get(h)
         ci = f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f}" if lo_hi else "-"
         others = ", ".join(f"{k} {_fmt(v)}" for k, v in r["metrics"].items() if k != h)
+        if r.get("skipped"):
+            others += f", {r['skipped']} items skipped (longer than the model's window)"
         c = r.get("contamination", {})
         cont = f"{c['flagged']}/{c['checked']} flagged" if c.get("checked") else "not checked"
         if c.get(f"clean_{h}") is not None:

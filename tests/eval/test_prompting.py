@@ -47,11 +47,11 @@ def test_react_loop_calls_tools_and_finishes(monkeypatch) -> None:
     }
     calls = []
 
-    def fake_generate_text(model, tok, prompts, params):
+    def fake_generate_texts(model, tok, prompts, params, batch_size):
         calls.append(list(prompts))
         return script[len(calls) - 1][: len(prompts)]
 
-    monkeypatch.setattr(react_mod, "generate_text", fake_generate_text)
+    monkeypatch.setattr(react_mod, "generate_texts", fake_generate_texts)
     out = react(None, None, ["What is 12 times 7?", "Capital of France?"], tools={"search": lambda q: "Paris"})
     assert [a.answer for a in out] == ["84", "Paris"]
     assert "Observation: 84" in out[0].steps and "Observation: Paris" in out[1].steps
@@ -60,7 +60,7 @@ def test_react_loop_calls_tools_and_finishes(monkeypatch) -> None:
 
 def test_react_without_action_and_with_unknown_tool(monkeypatch) -> None:
     outs = iter([[" it is 5, so 6\n", " Action: teleport[x]"], [" Action: finish[1]"]])
-    monkeypatch.setattr(react_mod, "generate_text", lambda m, t, prompts, p: next(outs)[: len(prompts)])
+    monkeypatch.setattr(react_mod, "generate_texts", lambda m, t, prompts, p, b: next(outs)[: len(prompts)])
     a, b = react(None, None, ["q1", "q2"], max_steps=2)
     assert a.answer == "6" and len(a.steps) == 1
     assert "unknown tool 'teleport'" in b.steps[1] and b.answer == "1"
