@@ -11,8 +11,8 @@ noisy; the ratio of interleaved runs is the claim.
 Claim 2 (scores): `lmstack eval --model smollm2-135m --tasks social_iqa,quartz,mmlu,mmlu_letters,logiqa,arithmetic,
 gsm,humaneval --limit 200` (cached results are reused), reported beside the published figures in docs/eval.md.
 Run: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/eval_harness.py [--quick] [--items=40] [--repeats=2]
-[--tasks=...] [--skip_scores]`; writes the "eval" section of
-docs/benchmarks.md and runs/eval/smollm2-bench/results.md.
+[--tasks=...] [--skip_scores]`; writes the "eval_harness" and "eval_scores" sections of docs/benchmarks.md and
+runs/eval/smollm2-bench/results.md.
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ if __name__ == "__main__":
     speed, _ = parity_and_speed(
         int(flag("items", "20" if QUICK else "40")), int(flag("repeats", "1" if QUICK else "2"))
     )
-    body = ["### Log-likelihood harness vs lm-eval (SmolLM2-135M, fp32, same requests)", "", speed, ""]
-    if "--skip_scores" not in sys.argv:
-        body += ["### SmolLM2-135M-Instruct scores (`lmstack eval --limit 200`)", "", scores()]
-    write_section("eval", "\n".join(body))
+    body = ["### Log-likelihood harness vs lm-eval (SmolLM2-135M, fp32, same requests)", "", speed]
+    write_section("eval_harness", "\n".join(body))
     print("\n".join(body))
+    if "--skip_scores" not in sys.argv:
+        body = ["### SmolLM2-135M-Instruct scores (`lmstack eval --limit 200`)", "", scores()]
+        write_section("eval_scores", "\n".join(body))
+        print("\n".join(body))
