@@ -86,3 +86,13 @@ def test_report_needs_a_model() -> None:
     with pytest.raises(ValueError, match="--model is required"):
         ReportConfig()
     torch.manual_seed(0)
+
+
+def test_relative_config_paths_resolve_from_the_run_dirs_ancestors(tmp_path, monkeypatch) -> None:
+    from lmstack.eval.lineage import resolve_path
+
+    run = tmp_path / "work" / "runs" / "speedrun"
+    (run / "data").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # the run was launched from tmp_path/work, we are elsewhere now
+    assert resolve_path("runs/speedrun/data", run) == (run / "data").resolve()
+    assert resolve_path("runs/elsewhere/data", run) is None
