@@ -6,7 +6,8 @@ field and the value, so a bad YAML key or `--flag` fails before any tensor is al
 
 Named shapes live in `presets.py` (`ModelConfig.from_preset("gpt2-124m")`); HF `config.json` translation lives in
 `hf.py`. A BERT encoder is `causal=False, norm_placement="post", embed_norm=True, type_vocab_size=2,
-position="learned", ffn="gelu", lm_head=False`. Left out: encoder-decoder cross attention, parallel (GPT-J) blocks, per-layer heterogeneous configs.
+position="learned", ffn="gelu", lm_head=False`. Left out: encoder-decoder cross attention, parallel (GPT-J)
+blocks, per-layer heterogeneous configs.
 """
 
 from __future__ import annotations
