@@ -7,10 +7,10 @@ A PEFT adapter directory holds
 
 LoRA tensor names are the HF module name prefixed with `base_model.model.` and suffixed with `.lora_A.weight`
 (r, in) / `.lora_B.weight` (out, r), e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`.
-Prompt tuning stores `prompt_embeddings` (n_virtual, D); prefix tuning stores `prefix_task_cols`? no: PEFT's
-prefix encoder is an embedding table `prompt_embeddings` (n_virtual, L * 2 * Hkv * hd) read as
-(n_virtual, L, 2 (key, value), Hkv, hd) -- see prefix_tuning.py. So `peft.PeftModel.from_pretrained(hf_model, dir)`
-loads what we save (tests/finetune/test_peft_format.py), and an adapter PEFT saved loads here.
+Prompt tuning stores `prompt_embeddings` (n_virtual, D); prefix tuning stores PEFT's prefix table, also named
+`prompt_embeddings`, (n_virtual, L * 2 * Hkv * hd) read as (n_virtual, L, 2 (key, value), Hkv, hd) -- see
+prefix_tuning.py. So `peft.PeftModel.from_pretrained(hf_model, dir)` loads what we save, and an adapter PEFT saved
+loads here with `load_adapter` (tests/finetune/test_peft_format.py, test_prefix_prompt.py).
 Left out: LoRA variants PEFT can save but we do not implement (DoRA, rank/alpha patterns, trained biases,
 modules_to_save); loading one is an error naming the field.
 """
@@ -117,3 +117,41 @@ def load_lora(model: Transformer, path: str | Path) -> list[str]:
     if extra:
         raise ValueError(f"--adapter: {path}/{WEIGHTS} has tensors for no targeted module, e.g. {sorted(extra)[0]}")
     return chosen
+
+
+# ---- any adapter ----------------------------------------------------------------------------------------------
+
+
+def load_adapter(model: Transformer, path: str | Path, merge: bool = False) -> torch.nn.Module:
+    """The model with the adapter at `path` applied: LoRA in place (merged into the weights when `merge`), prompt or
+    prefix tuning as a wrapping module. What `lmstack generate / chat --adapter DIR` call."""
+    from lmstack.finetune.lora import merge_lora
+    from lmstack.finetune.prefix_tuning import PrefixTuning
+    from lmstack.finetune.prompt_tuning import PromptTuning
+
+    cfg = read_adapter_config(path)
+    kind = cfg.get("peft_type")
+    if kind == "LORA":
+        load_lora(model, path)
+        if merge:
+            merge_lora(model)
+        return model.eval()
+    if kind not in ("PROMPT_TUNING", "PREFIX_TUNING"):
+        raise ValueError(f"--adapter: {path}: peft_type {kind!r} is not supported (LORA, PROMPT_TUNING, PREFIX_TUNING)")
+    if cfg.get("num_transformer_submodules", 1) != 1 or cfg.get("prefix_projection"):
+        raise ValueError(f"--adapter: {path}: encoder-decoder prompts and prefix_projection are not supported")
+    n = int(cfg["num_virtual_tokens"])
+    tensors = read_adapter_weights(path)
+    wrapper = PromptTuning(model, [0] * n) if kind == "PROMPT_TUNING" else PrefixTuning(model, n)
+    expected = wrapper.peft_tensors()["prompt_embeddings"].shape
+    got = tensors.get("prompt_embeddings")
+    if got is None or got.shape != expected:
+        shape = None if got is None else tuple(got.shape)
+        raise ValueError(f"--adapter: {path}: prompt_embeddings has shape {shape}, this model needs {tuple(expected)}")
+    wrapper.load_peft_tensors(tensors)
+    return wrapper.eval()
+
+
+def save_prompt_adapter(wrapper: torch.nn.Module, path: str | Path, base: str) -> Path:
+    """Save a PromptTuning / PrefixTuning wrapper's table in PEFT's format."""
+    return write_adapter(path, wrapper.peft_config(base), wrapper.peft_tensors())
