@@ -69,7 +69,9 @@ def _generated(name: str, split: str, n: int, seed: int) -> list[Messages]:
             if item["question"] in seen:
                 continue
             seen.add(item["question"])
-            out.append([{"role": "user", "content": item["question"]}, {"role": "assistant", "content": item["answer"]}])
+            out.append(
+                [{"role": "user", "content": item["question"]}, {"role": "assistant", "content": item["answer"]}]
+            )
         return out
 
     if split == "train":

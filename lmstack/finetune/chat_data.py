@@ -12,7 +12,9 @@ JSON, missing fields, wrong roles, no assistant turn) is a `ValueError` naming t
 
 Rendering (`render_example`) gives token ids and a loss mask of equal length:
   - tokenizers with ChatML tokens (SmolLM2): `Tokenizer.render_chat` -- the mask is 1 on assistant content and its
-    `<|im_end|>` (tokenizer/chat.py explains the rule);
+    `<|im_end|>` (tokenizer/chat.py explains the rule); a conversation without a system message gets the one the
+    model's chat template inserts by default (SmolLM2's does), as HF's `apply_chat_template` and `lmstack chat`
+    would, so training and inference see the same prompt;
   - tokenizers without them (the speedrun's base model): the plain transcript `lmstack chat` uses for such models,
     "User: ...\\nAssistant: <reply>" then EOS (or "\\n" without an EOS token); the mask is 1 on " <reply>" + EOS.
 Examples longer than `max_len` are cut from the right (counted; a cut loses the ending) -- or dropped when the cut
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmstack.tokenizer.chat import has_chatml
+from lmstack.tokenizer.chat import has_chatml, template_system_prompt
 
 ROLES = ("system", "user", "assistant")
 Messages = list[dict[str, str]]
@@ -87,6 +89,9 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False) -> tuple[list[Messa
 def render_example(tok: Any, messages: Messages) -> Rendered:
     """Ids + loss mask with the model's template (ChatML when the tokenizer has it, else a plain transcript)."""
     if has_chatml(tok):
+        system = template_system_prompt(tok)
+        if system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}, *messages]
         ids, mask = tok.render_chat(messages)
         return Rendered(ids, mask)
     ids: list[int] = []

@@ -110,7 +110,9 @@ def load_lora(model: Transformer, path: str | Path) -> list[str]:
                 raise ValueError(f"--adapter: {path}/{WEIGHTS} has no tensor {key}")
             w = getattr(layer, part).weight
             if tensors[key].shape != w.shape:
-                raise ValueError(f"--adapter: {key} has shape {tuple(tensors[key].shape)}, model needs {tuple(w.shape)}")
+                raise ValueError(
+                    f"--adapter: {key} has shape {tuple(tensors[key].shape)}, model needs {tuple(w.shape)}"
+                )
             w.data.copy_(tensors[key])
             expected.add(key)
     extra = set(tensors) - expected

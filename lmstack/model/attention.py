@@ -104,8 +104,10 @@ class Attention(nn.Module):
             k, v, k_pos = cache.update(self.layer_idx, k, v, positions)  # (B, Hkv, S, hd), (B, S)
         use_ref = return_weights or self.impl == "reference"
         fast = plain_causal and slopes is None and (self.window is None or self.window >= T)
-        bias = None if fast else position_bias(
-            positions, k_pos, self.causal, self.window, slopes, q.dtype, packed=cache is None
+        bias = (
+            None
+            if fast
+            else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype, packed=cache is None)
         )
         drop = self.dropout if self.training else 0.0
         weights = None
