@@ -124,6 +124,8 @@ class PrefixTuning(nn.Module):
     def peft_config(self, base: str) -> dict[str, Any]:
         c = self.config
         token_dim = c.n_kv_heads * c.head_dim  # PEFT sizes the prefix by KV heads for GQA models
-        return {"peft_type": "PREFIX_TUNING", "base_model_name_or_path": base, "num_virtual_tokens": self.n_virtual,
-                "token_dim": token_dim, "num_attention_heads": c.n_kv_heads, "num_layers": c.n_layers,
-                "num_transformer_submodules": 1, "encoder_hidden_size": token_dim, "prefix_projection": False}  # fmt: skip
+        return {
+            "peft_type": "PREFIX_TUNING", "base_model_name_or_path": base, "num_virtual_tokens": self.n_virtual,
+            "token_dim": token_dim, "num_attention_heads": c.n_kv_heads, "num_layers": c.n_layers,
+            "num_transformer_submodules": 1, "encoder_hidden_size": token_dim, "prefix_projection": False,
+        }  # fmt: skip
