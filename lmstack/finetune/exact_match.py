@@ -29,11 +29,13 @@ from lmstack.finetune.chat_data import Messages, prompt_and_answer
 def greedy_exact_match(
     model: Any, tok: Any, conversations: list[Messages], batch_size: int = 16, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Fraction of conversations whose final assistant answer greedy decoding would reproduce exactly."""
+    """Fraction of conversations whose final assistant answer greedy decoding would reproduce exactly, plus the
+    mean loss per answer token from the same forward (`answer_loss`, the held-out SFT loss of single-turn data)."""
     was_training = model.training
     model.eval()
     items = [prompt_and_answer(tok, m) for m in conversations]
     correct: list[bool] = []
+    nats, count = 0.0, 0
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         T = max(len(p) + len(a) for p, a in chunk)
@@ -43,10 +45,14 @@ def greedy_exact_match(
             n = len(p) + len(a)
             ids[b, :n] = torch.tensor(p + a)
             pos[b, :n] = torch.arange(n)
-        pred = model(ids.to(device), positions=pos.to(device)).logits.argmax(-1).cpu()  # (B, T)
+        logits = model(ids.to(device), positions=pos.to(device)).logits.float().cpu()  # (B, T, V)
+        pred = logits.argmax(-1)  # (B, T)
         for b, (p, a) in enumerate(chunk):
             # the token at t + 1 is predicted at t: answer tokens sit at len(p) .. len(p) + len(a) - 1
-            guess = pred[b, len(p) - 1 : len(p) + len(a) - 1]
-            correct.append(bool(torch.equal(guess, torch.tensor(a))))
+            at = slice(len(p) - 1, len(p) + len(a) - 1)
+            correct.append(bool(torch.equal(pred[b, at], torch.tensor(a))))
+            nats += float(torch.nn.functional.cross_entropy(logits[b, at], torch.tensor(a), reduction="sum"))
+            count += len(a)
     model.train(was_training)
-    return {"accuracy": sum(correct) / max(len(correct), 1), "n": len(correct), "correct": correct}
+    n = max(len(correct), 1)
+    return {"accuracy": sum(correct) / n, "answer_loss": nats / max(count, 1), "n": len(correct), "correct": correct}

@@ -158,6 +158,8 @@ def merged_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     """The model's weights with every adapter folded in, NF4 bases dequantized: a plain Transformer state dict."""
     sd = {}
     for name, mod in model.named_modules():
+        if any(isinstance(m, (LoRALinear, NF4Linear)) for m in _ancestors(model, name)):
+            continue  # written by its LoRALinear / NF4Linear ancestor
         if isinstance(mod, LoRALinear):
             base = mod.base
             w = base.dequantized_weight(torch.float32) if isinstance(base, NF4Linear) else base.weight.data.float()
@@ -169,7 +171,7 @@ def merged_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
             sd[f"{name}.weight"] = mod.dequantized_weight(model.embed.weight.dtype)
             if mod.bias is not None:
                 sd[f"{name}.bias"] = mod.bias.data
-        elif not any(isinstance(m, (LoRALinear, NF4Linear)) for m in _ancestors(model, name)):
+        else:
             for pname, p in mod.named_parameters(recurse=False):
                 sd[f"{name}.{pname}" if name else pname] = p.data
     return sd

@@ -253,12 +253,11 @@ def corpus_loss(model: torch.nn.Module, tokens: np.ndarray, cfg: SFTConfig, devi
     return evaluate(model, tokens, max(len(tokens), 1), seq, 8, device)["val_loss"]
 
 
-def scores(model: Any, tok: Any, held: list[Messages], held_r: list[Rendered], val: Any, cfg: SFTConfig,
-           device: str) -> dict[str, float]:  # fmt: skip
+def scores(model: Any, tok: Any, held: list[Messages], val: Any, cfg: SFTConfig, device: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    if held:
-        out["exact_match"] = greedy_exact_match(model, tok, held, cfg.batch_size, device)["accuracy"]
-        out["heldout_loss"] = sft_loss(model, held_r, cfg, device)
+    if held:  # one teacher-forced forward gives both (exact_match.py)
+        em = greedy_exact_match(model, tok, held, cfg.batch_size, device)
+        out["exact_match"], out["heldout_loss"] = em["accuracy"], em["answer_loss"]
     if val is not None:
         out["corpus_val_loss"] = corpus_loss(model, val, cfg, device)
     return out
@@ -307,7 +306,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     log = JsonlLogger(out / "metrics.jsonl", append=cfg.resume)
     if not cfg.resume:
-        before = scores(model, tok, held_c, held_r, val, cfg, device)
+        before = scores(model, tok, held_c, val, cfg, device)
         log.log(step=0, phase="before", **before, **report, base_weight_mb=base_weight_bytes(base) / 2**20)
         info(f"{cfg.method}: before training {fmt(before)}")
     state["before"] = before
@@ -325,7 +324,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     save()
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
-    after = scores(model, tok, held_c, held_r, val, cfg, device)
+    after = scores(model, tok, held_c, val, cfg, device)
     product = out / ("model" if cfg.method == "full" else "adapter")
     save_output(cfg, model, base, tok, product)
     if cfg.merge:
