@@ -331,7 +331,8 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         plain = Transformer(base.config)
         plain.load_state_dict(merged_state_dict(base))
         plain.save_pretrained(out / "merged", tokenizer=tok)
-    result = {"steps": state["step"], "train_s": state["elapsed_s"], **{f"before_{k}": v for k, v in before.items()},
+    result = {"steps": state["step"], "train_s": state["elapsed_s"], "process_cpu_s": time.process_time(),
+              **{f"before_{k}": v for k, v in before.items()},
               **{f"after_{k}": v for k, v in after.items()}, "trainable": report["trainable"],
               "resident_mb_model": rss_model, "output": str(product)}  # fmt: skip
     log.log(step=state["step"], phase="after", final=True, **result)
@@ -396,7 +397,7 @@ def loop(
 
 def main(cfg: SFTConfig) -> int:
     result = train(cfg)
-    keys = [k for k in result if k.startswith(("before_", "after_"))] + ["steps", "train_s", "output"]
+    keys = [k for k in result if k.startswith(("before_", "after_"))] + ["steps", "train_s", "process_cpu_s", "output"]
     print(" ".join(f"{k}={result[k]:.4g}" if isinstance(result[k], float) else f"{k}={result[k]}"
                    for k in keys if k in result))  # fmt: skip
     return 130 if result.get("interrupted") else 0
