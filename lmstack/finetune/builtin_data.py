@@ -8,10 +8,11 @@
     evals_qa      short-answer sets of OpenAI's `evals` wheel (registry/data, MIT)     short answers
 
 Held-out split (fixed; used for every number in docs/finetune.md):
-  - generated tasks: training item i comes from generator seed `seed`, held-out item i from `seed + 10**8`
-    (reasoning-gym draws item i from `random.Random(seed + i)`, so far-apart seeds share no draw), and a held-out
-    question that also occurs among the training questions is skipped: a held-out score never rewards a memorized
-    item. `seed` defaults to 0 for the held-out set whatever the training seed, so every run scores the same items.
+  - generated tasks: the held-out set is the first 1,000 distinct problems of generator seed 10**8 (`n` held-out
+    items = the first n of them, the same for every run); training problems are distinct problems of generator
+    seed `seed` (reasoning-gym draws item i from `random.Random(seed + i)`, so far-apart seeds share no draw)
+    with every held-out question removed: a held-out score never rewards a memorized item. A generator has a
+    finite number of distinct problems (2-term `arithmetic`: ~15k); asking for more is an error.
   - file-based sets: a conversation is held out iff crc32 of its first user message is divisible by 10 (~10 %).
 `load_builtin(name, split, n)` returns conversations (lists of {role, content}); for the verifiable sets the last
 message is the assistant's exact answer, which `exact_match.py` scores. The prompt is the generator's question
@@ -30,7 +31,8 @@ import yaml
 
 from lmstack.finetune.chat_data import ROLES, Messages
 
-HELD_OUT_SEED = 10**8  # held-out generator seed offset
+HELD_OUT_SEED = 10**8  # generator seed of the held-out problems
+HELD_OUT_POOL = 1000  # held-out problems set aside (the first n are scored); training excludes all of them
 GENERATED: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (reasoning-gym dataset, generator settings)
     "arithmetic": ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}),
     "arithmetic3": ("chain_sum", {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 2}),
@@ -58,27 +60,26 @@ def _generated(name: str, split: str, n: int, seed: int) -> list[Messages]:
     import reasoning_gym  # lazy: ~1 s to import its generators
 
     dataset, kw = GENERATED[name]
-    size = 10**7  # items are generated on access, so a huge virtual size costs nothing
 
     def draw(s: int, count: int, exclude: set[str]) -> list[Messages]:
-        ds, out, i = reasoning_gym.create_dataset(dataset, size=size, seed=s, **kw), [], 0
+        """`count` distinct problems from generator seed `s`, skipping questions in `exclude`."""
+        ds = reasoning_gym.create_dataset(dataset, size=10**7, seed=s, **kw)  # items are generated on access
+        out: list[Messages] = []
         seen = set(exclude)
-        while len(out) < count:
+        for i in range(100 * count + 10_000):
             item = ds[i]
-            i += 1
-            if item["question"] in seen:
-                continue
-            seen.add(item["question"])
-            out.append(
-                [{"role": "user", "content": item["question"]}, {"role": "assistant", "content": item["answer"]}]
-            )
-        return out
+            if item["question"] not in seen:
+                seen.add(item["question"])
+                out.append([{"role": "user", "content": item["question"]},
+                            {"role": "assistant", "content": item["answer"]}])  # fmt: skip
+                if len(out) == count:
+                    return out
+        raise ValueError(f"--data={name}: the generator yields only ~{len(out)} distinct problems; lower the size")
 
-    if split == "train":
-        return draw(seed, n, set())
-    # held out: exclude any question the default training stream (first 50k items of seed 0) would produce
-    train_questions = {m[0]["content"] for m in draw(0, min(50_000, max(n * 50, 5_000)), set())}
-    return draw(seed + HELD_OUT_SEED, n, train_questions)
+    pool = draw(HELD_OUT_SEED, max(HELD_OUT_POOL, n if split == "held_out" else 0), set())
+    if split == "held_out":
+        return pool[:n]
+    return draw(seed, n, {m[0]["content"] for m in pool})  # training never sees a held-out question
 
 
 def _is_held_out(messages: Messages) -> bool:
