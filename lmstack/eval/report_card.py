@@ -73,6 +73,15 @@ def final_metrics(metrics: list[dict[str, Any]]) -> dict[str, float]:
     return last
 
 
+def before_after(final: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Measures a stage logged both before and after it ran (`before_x` and `after_x`): x -> (before, after)."""
+    return {
+        k[7:]: (final[k], final["after_" + k[7:]])
+        for k in final
+        if k.startswith("before_") and "after_" + k[7:] in final
+    }
+
+
 def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -277,6 +286,12 @@ def _stage_section(i: int, s: Stage, out: Path, card: dict[str, Any], stages: li
     if metrics_file.is_file():
         metrics = read_jsonl(metrics_file)
         entry["final_metrics"] = final_metrics(metrics)
+        pairs = before_after(entry["final_metrics"])
+        entry["before_after"] = pairs
+        if pairs:
+            md += ["What this stage changed (`before_*` / `after_*` in its metrics.jsonl):", "",
+                   "| measure | before | after | change |", "|---|---|---|---|"]  # fmt: skip
+            md += [f"| {k} | {b:.4g} | {a:.4g} | {a - b:+.4g} |" for k, (b, a) in pairs.items()] + [""]
         png = f"stage{i}_curve.png"
         if entry["kind"] == "pretraining":
             bpb = s.results["report.json"]["val_bpb"]
@@ -287,8 +302,11 @@ def _stage_section(i: int, s: Stage, out: Path, card: dict[str, Any], stages: li
             if img is not None:
                 atomic_write_bytes(out / png, img)
                 md += [f"![training curve]({png})", ""]
-    keys = ("corpus", "n_layers", "d_model", "n_heads", "seq_len", "batch_size", "lr", "max_steps", "train_seconds")
-    shown = {k: s.config[k] for k in keys if k in s.config} or {k: v for k, v in list(s.config.items())[:10]}
+    keys = ("corpus", "data", "method", "n_layers", "d_model", "n_heads", "seq_len", "batch_size", "lr", "max_steps",
+            "train_seconds", "bits", "group_size")  # fmt: skip
+    flat = {f"{k}.{k2}" if isinstance(v, dict) else k: v2 for k, v in s.config.items()
+            for k2, v2 in (v.items() if isinstance(v, dict) else [(k, v)])}  # fmt: skip
+    shown = {k: v for k, v in flat.items() if k.split(".")[-1] in keys} or dict(list(flat.items())[:10])
     if shown:
         md += ["Config (excerpt; full in `config.yaml`): " + ", ".join(f"`{k}={v}`" for k, v in shown.items()), ""]
     return md

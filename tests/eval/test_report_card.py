@@ -32,9 +32,12 @@ def pretrain_run(tmp_path_factory, tiny_tok):
     docs[5] += " " + item_text("social_iqa", load_items("social_iqa")[1])
     tiny_tok.save(run / "data" / "tokenizer")
     manifest = write_shards(docs, filler_docs(4, seed=1), tiny_tok, run / "data", workers=1)
-    cfg = PretrainConfig(data_dir=str(run / "data"), out_dir=str(run), n_layers=2, d_model=32, n_heads=4,
-                         n_kv_heads=2, seq_len=32, batch_size=4, max_steps=6, eval_every=3, eval_tokens=256,
-                         log_every=1, sample_tokens=4, threads=1, device="cpu")  # fmt: skip
+    from lmstack.model import ModelConfig
+
+    shape = ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, tie_embeddings=True)
+    cfg = PretrainConfig(data_dir=str(run / "data"), out_dir=str(run), model=shape, seq_len=32, batch_size=4,
+                         max_steps=6, eval_every=3, eval_tokens=256, log_every=1, sample_tokens=4, threads=1,
+                         device="cpu")  # fmt: skip
     result = train(cfg)
     write_report(run, report_figures(result, manifest, 1.0), yaml.safe_load((run / "config.yaml").read_text()),
                  {"data": data_stats(manifest), "samples": [result["sample"]]})  # fmt: skip
@@ -69,13 +72,16 @@ def test_report_card_of_a_run_and_a_later_stage(pretrain_run, private_cache, tmp
     weights = {k: (v * 1.5 if k.endswith("norm.weight") else v) for k, v in weights.items()}
     save_file(weights, ft / "model" / "model.safetensors", metadata={"format": "pt"})
     (ft / "config.yaml").write_text(yaml.safe_dump({"stage": "finetune", "base_model": str(ckpt), "lr": 1e-4}))
-    (ft / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3 - s / 10}) + "\n" for s in range(5)))
+    lines = [{"step": s, "loss": 3 - s / 10} for s in range(5)]
+    lines[-1].update(final=True, before_exact_match=0.1, after_exact_match=0.4)  # what sft.py logs last
+    (ft / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     (ft / "results.json").write_text(json.dumps({"final": {"train_loss": 2.6}, "samples": ["x"]}))
     assert main(["eval", f"--model={ft / 'model'}", *common, f"--out_dir={tmp_path / 'e2'}"]) == 0
     assert main(["report", f"--model={ft / 'model'}", "--speed=false"]) == 0
     md = (ft / "card" / "card.md").read_text()
     assert "| 1 | pretraining |" in md and "## Stage 0: finetune" in md and "final.train_loss" in md
     assert "## Deltas against the model each stage started from" in md and "## Decode speed" not in md
+    assert "| exact_match | 0.1 | 0.4 | +0.3 |" in md
     card = json.loads((ft / "card" / "card.json").read_text())
     assert [d["task"] for d in card["deltas"]] == ["social_iqa"] and (ft / "card" / "stage0_curve.png").is_file()
 
