@@ -39,6 +39,7 @@ class EvalConfig:
     humaneval_samples: int = 1  # completions per HumanEval problem (1 = greedy pass@1; >= 10 adds pass@10)
     temperature: float = 0.8  # sampling temperature when humaneval_samples > 1
     max_new_tokens: int = 256  # HumanEval completion budget
+    humaneval_chat: str = "auto"  # HumanEval prompt: auto (chat format if the tokenizer has ChatML) | on | off
     timeout_s: float = 10.0  # wall-clock limit per HumanEval program
     sandbox: str = "namespaces"  # namespaces (isolated files + network) | rlimits (limits only, when no unshare)
     ppl_corpus: str = "shakespeare"  # perplexity task: a corpus name (its validation split) or comma-separated files
@@ -58,6 +59,8 @@ class EvalConfig:
             raise ValueError(f"--humaneval_samples={self.humaneval_samples}: expected >= 1")
         if self.ngram < 1:
             raise ValueError(f"--ngram={self.ngram}: expected >= 1")
+        if self.humaneval_chat not in ("auto", "on", "off"):
+            raise ValueError(f"--humaneval_chat={self.humaneval_chat!r}: expected auto, on or off")
         if self.sandbox not in ("namespaces", "rlimits"):
             raise ValueError(f"--sandbox={self.sandbox!r}: expected 'namespaces' or 'rlimits'")
         if self.timeout_s <= 0:

@@ -69,7 +69,7 @@ def _humaneval(model: CausalLM, tok: Any, cfg: Any, show_progress: bool) -> dict
     temperature = cfg.temperature if cfg.humaneval_samples > 1 else 0.0
     return evaluate_humaneval(model, tok, _limit(cfg), cfg.humaneval_samples, temperature, cfg.max_new_tokens,
                               seed=cfg.seed, timeout_s=cfg.timeout_s, allow_weak=cfg.sandbox == "rlimits",
-                              show_progress=show_progress)  # fmt: skip
+                              show_progress=show_progress, chat=cfg.humaneval_chat)  # fmt: skip
 
 
 def _perplexity(model: CausalLM, tok: Any, cfg: Any, show_progress: bool) -> dict[str, Any]:
@@ -93,7 +93,9 @@ TASKS: dict[str, Task] = {
     "logiqa": Task(_mc("logiqa"), MC_SETTINGS, "acc_norm"),
     "arithmetic": Task(_generative("arithmetic"), MC_SETTINGS, "acc"),
     "gsm": Task(_generative("gsm"), MC_SETTINGS, "acc"),
-    "humaneval": Task(_humaneval, ("limit", "humaneval_samples", "temperature", "max_new_tokens", "seed"), "pass@1"),
+    "humaneval": Task(
+        _humaneval, ("limit", "humaneval_samples", "temperature", "max_new_tokens", "seed", "humaneval_chat"), "pass@1"
+    ),  # fmt: skip
     "perplexity": Task(_perplexity, ("limit", "ppl_corpus"), "bpb", higher_is_better=False),
 }
 

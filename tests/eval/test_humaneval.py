@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from lmstack.eval.datasets import load_humaneval
-from lmstack.eval.humaneval import STOP, complete, evaluate_humaneval, program, score
+from lmstack.eval.humaneval import STOP, complete, completion_of, evaluate_humaneval, program, prompt_text, score
 from lmstack.eval.sandbox import Limits
 
 
@@ -47,3 +47,19 @@ def test_samples_need_a_temperature(tiny_model_dir) -> None:
     model, tok = load_model(tiny_model_dir, device="cpu")
     with pytest.raises(ValueError, match="identical samples"):
         evaluate_humaneval(model, tok, limit=1, samples=2, temperature=0.0)
+
+
+def test_chat_models_get_a_begun_code_block() -> None:
+    from lmstack.tokenizer import Tokenizer
+    from lmstack.tokenizer.chat import has_chatml
+
+    from .conftest import TEXTS
+
+    chat_tok = Tokenizer.train(TEXTS, 300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                               show_progress=False)  # fmt: skip
+    p = load_humaneval()[2]
+    text = prompt_text(chat_tok, p, chat=True)
+    assert has_chatml(chat_tok) and text.startswith("<|im_start|>user\nComplete the following Python function.")
+    assert text.endswith("<|im_start|>assistant\n```python\n" + p.prompt.rstrip())  # no lone trailing newline
+    assert prompt_text(chat_tok, p, chat=False) == p.prompt.rstrip()
+    assert completion_of(p, "\n    return x\n") == "    return x\n"  # relative to the original prompt (ends "\n")
