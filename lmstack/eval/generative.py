@@ -5,14 +5,16 @@ Problems come from `reasoning-gym` (seeded procedural generators with exact scor
 
 | task       | generator          | example                                                                    |
 |------------|--------------------|----------------------------------------------------------------------------|
-| arithmetic | `basic_arithmetic` | "Calculate ( 56 + -33 ) - 84." -> -61                                      |
+| arithmetic | `basic_arithmetic` | 2-3 terms of 1-2 digits: "Calculate -( 20 + 67 + -59 )." -> -28             |
 | gsm        | `gsm_symbolic`     | GSM8K templates with fresh numbers (Mirzadeh et al. 2024, "GSM-Symbolic") |
 
 Prompt: k solved examples then the question, "Question: ...\nAnswer:" (the examples come from the same generator
-with another seed, so they never repeat a test item); greedy decoding stops at the first newline. Extraction:
-the first number after "Answer:" for direct answers, the number after "answer is" / "####" or else the last number
-for reasoning chains (`extract_number`); commas and a trailing ".0" are dropped. Scoring: the generator's own
-`score_answer` (1.0 = exact) on the extracted string.
+with another seed, so they never repeat a test item); greedy decoding stops at the first newline. Extraction
+(`extract_number`, mode "final"): the number after "answer is" / "####", else the last number written — a model that
+restates the problem ("313 + -345 = 668") is scored on its result, not on the first operand; commas and a trailing
+".0" are dropped. The generator's default arithmetic (up to 6 terms of 4 digits) is beyond a 135M model, so the task
+uses 2-3 terms of 1-2 digits, where answering directly, reasoning and a calculator tool differ measurably.
+Scoring: the generator's own `score_answer` (1.0 = exact) on the extracted string.
 Left out: the original GSM8K test set (not in any package here), MATH-style LaTeX answers, partial credit.
 """
 
@@ -27,7 +29,10 @@ from lmstack.eval.confidence import interval
 from lmstack.generate import GenerationStats, SamplingParams, generate
 from lmstack.model.causal_lm import CausalLM
 
-GENERATORS = {"arithmetic": "basic_arithmetic", "gsm": "gsm_symbolic"}
+GENERATORS = {  # task -> (reasoning-gym generator, its config)
+    "arithmetic": ("basic_arithmetic", {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}),
+    "gsm": ("gsm_symbolic", {}),
+}
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -47,7 +52,8 @@ def _dataset(task: str, size: int, seed: int) -> Any:
         raise ImportError("the arithmetic / gsm tasks need reasoning-gym: pip install reasoning-gym==0.1.25") from None
     if task not in GENERATORS:
         raise ValueError(f"unknown generative task {task!r}; expected one of {', '.join(GENERATORS)}")
-    return reasoning_gym.create_dataset(GENERATORS[task], size=size, seed=seed)
+    name, kwargs = GENERATORS[task]
+    return reasoning_gym.create_dataset(name, size=size, seed=seed, **kwargs)
 
 
 def load_problems(task: str, n: int, seed: int = 1234) -> list[Problem]:
@@ -132,7 +138,7 @@ def evaluate_generative(
     outputs = generate_texts(model, tokenizer, prompts, params, batch_size)
     records = []
     for p, out in zip(problems, outputs):
-        ans = extract_number(out)
+        ans = extract_number(out, "final")
         records.append({"id": p.id, "gold": p.answer, "output": out, "extracted": ans,
                         "correct": float(is_correct(task, p, ans))})  # fmt: skip
     acc = [r["correct"] for r in records]

@@ -4,8 +4,8 @@ the same held-out items (bench/prompting.py; the numbers for SmolLM2-135M are in
 
 | program          | prompt                                         | decoding                   | answer            |
 |------------------|------------------------------------------------|----------------------------|-------------------|
-| direct           | "Question: q\\nAnswer:"                         | greedy, one line           | first number      |
-| few_shot         | k solved Question/Answer examples, then q      | greedy, one line           | first number      |
+| direct           | "Question: q\\nAnswer:"                         | greedy, one line           | last number       |
+| few_shot         | k solved Question/Answer examples, then q      | greedy, one line           | last number       |
 | chain_of_thought | k examples that reason step by step (Wei et    | greedy, until the next     | number after      |
 |                  | al. 2022), then q                              | "Question:"                | "answer is"       |
 | self_consistency | the chain-of-thought prompt (Wang et al. 2023) | k samples at temperature T | majority vote     |
@@ -44,7 +44,7 @@ def _run(model: CausalLM, tok: Any, prompts: list[str], params: SamplingParams, 
 def direct(
     model: CausalLM, tok: Any, questions: list[str], max_new_tokens: int = 16, batch_size: int = 16
 ) -> list[Answer]:
-    """Zero-shot: the question and "Answer:", greedy, first number of the first line."""
+    """Zero-shot: the question and "Answer:", greedy; the last number of the first line."""
     return few_shot(model, tok, questions, [], max_new_tokens, batch_size)
 
 
@@ -52,10 +52,10 @@ def few_shot(
     model: CausalLM, tok: Any, questions: list[str], shots: list[Problem], max_new_tokens: int = 16,
     batch_size: int = 16,
 ) -> list[Answer]:  # fmt: skip
-    """k solved examples before each question; greedy, first number of the first line."""
+    """k solved examples before each question; greedy; the last number of the first line."""
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
     outs = _run(model, tok, [qa_prompt(q, shots) for q in questions], params, batch_size)
-    return [Answer(extract_number(o), o) for o in outs]
+    return [Answer(extract_number(o, "final"), o) for o in outs]
 
 
 COT_STOP = ["\n\nQuestion:", "\nQuestion:"]
