@@ -68,7 +68,8 @@ class EvalConfig:
 
 
 def settings_of(cfg: EvalConfig, task: str) -> dict[str, Any]:
-    return {name: getattr(cfg, name) for name in TASKS[task].settings}
+    settings = {name: getattr(cfg, name) for name in TASKS[task].settings}
+    return settings | ({"task_version": TASKS[task].version} if TASKS[task].version > 1 else {})
 
 
 def model_info(model: Any, spec: str, path: Path, fp: str) -> dict[str, Any]:

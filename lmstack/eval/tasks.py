@@ -29,6 +29,7 @@ class Task:
     settings: tuple[str, ...]  # EvalConfig fields the result depends on (with the model): the cache key
     headline: str  # the metric the summary table shows first
     higher_is_better: bool = True
+    version: int = 1  # bumped when the task's data or scoring changes: part of the cache key from 2 on
 
 
 def _limit(cfg: Any, default: int | None = None) -> int | None:
@@ -91,8 +92,8 @@ TASKS: dict[str, Task] = {
     "mmlu": Task(_mc("mmlu"), MC_SETTINGS, "acc_norm"),
     "mmlu_letters": Task(_mc("mmlu_letters"), MC_SETTINGS, "acc"),
     "logiqa": Task(_mc("logiqa"), MC_SETTINGS, "acc_norm"),
-    "arithmetic": Task(_generative("arithmetic"), MC_SETTINGS, "acc"),
-    "gsm": Task(_generative("gsm"), MC_SETTINGS, "acc"),
+    "arithmetic": Task(_generative("arithmetic"), MC_SETTINGS, "acc", version=2),  # 2: easier config, final number
+    "gsm": Task(_generative("gsm"), MC_SETTINGS, "acc", version=2),
     "humaneval": Task(
         _humaneval, ("limit", "humaneval_samples", "temperature", "max_new_tokens", "seed", "humaneval_chat"), "pass@1"
     ),  # fmt: skip
