@@ -165,8 +165,16 @@ def decode_speed(model_dir: Path, device: str, new_tokens: int) -> dict[str, flo
 
 
 def evaluations(model_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    """The model's fingerprint and its cached results for the current version of each task."""
+    from lmstack.eval.tasks import TASKS
+
     fp = cache.fingerprint(model_dir)
-    return fp, sorted(cache.all_results(fp), key=lambda r: r["task"])
+
+    def is_current(r: dict[str, Any]) -> bool:
+        return r.get("task") in TASKS and r.get("settings", {}).get("task_version", 1) == TASKS[r["task"]].version
+
+    current = [r for r in cache.all_results(fp) if is_current(r)]
+    return fp, sorted(current, key=lambda r: r["task"])
 
 
 def eval_key(r: dict[str, Any]) -> str:
