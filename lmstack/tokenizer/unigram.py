@@ -59,7 +59,8 @@ class UnigramTokenizer:
         ids = {p: i for i, (p, _) in enumerate(self.pieces)}
         self._byte_ids = [ids.get(b, -1) for b in BYTE_PIECES]
         if byte_fallback and -1 in self._byte_ids:
-            raise ValueError(f"byte_fallback needs the 256 pieces <0x00>..<0xFF>; {BYTE_PIECES[self._byte_ids.index(-1)]} is missing")  # fmt: skip
+            missing = BYTE_PIECES[self._byte_ids.index(-1)]
+            raise ValueError(f"byte_fallback needs the 256 pieces <0x00>..<0xFF>; {missing} is missing")
         reserved = {unk_id, *self.special_tokens.values(), *(i for i in self._byte_ids if i >= 0)}
         self._vocab = {p: (i, s) for i, (p, s) in enumerate(self.pieces) if i not in reserved}  # matchable pieces
         self._trie = make_trie(self._vocab)
