@@ -19,7 +19,7 @@ PLACEMENTS = ("pre", "post")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 FFNS = ("gelu", "swiglu")
 DTYPES = ("float32", "bfloat16", "float16")
-ATTENTIONS = ("sdpa", "reference")
+ATTENTIONS = ("sdpa", "reference", "flash")
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 
 
@@ -61,7 +61,8 @@ class ModelConfig:
     scaled_residual_init: bool = True  # GPT-2: residual output projections get std / sqrt(2 L)
     activation_checkpointing: bool = False  # recompute each block in backward instead of storing activations
     dtype: str = "float32"  # parameter dtype: float32 | bfloat16 | float16
-    attention: str = "sdpa"  # sdpa (fused fast path) | reference (explicit softmax, can return weights)
+    # sdpa (fused fast path) | reference (explicit softmax, can return weights) | flash (tiled online softmax)
+    attention: str = "sdpa"
     bos_token_id: int | None = None  # begin-of-sequence id (written to generation_config.json)
     eos_token_id: int | None = None  # end-of-sequence id (written to generation_config.json)
 
@@ -87,6 +88,8 @@ class ModelConfig:
         self._check_moe()
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention == "flash" and self.dropout > 0:
+            raise ValueError(f"ModelConfig.attention='flash' has no attention dropout; got dropout={self.dropout}")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise ValueError(f"ModelConfig.sliding_window must be positive or None, got {self.sliding_window}")
 
