@@ -24,13 +24,14 @@ from lmstack.model.config import ModelConfig
 from lmstack.model.hf_names import GPT2_TRANSPOSED, is_ignored, rename
 from lmstack.model.transformer import DTYPES, Transformer
 
-FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "lmstack")
+FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "t5", "lmstack")
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "mixtral": "MixtralForCausalLM",
+    "t5": "T5ForConditionalGeneration",
     "lmstack": "LmstackForCausalLM",
 }
 
@@ -40,6 +41,9 @@ ARCHITECTURES = {
 
 def hf_family(cfg: ModelConfig) -> str:
     """The HF model_type that expresses `cfg` exactly, or "lmstack" when none does."""
+    if cfg.is_encoder_decoder:
+        t5_like = cfg.norm == "rmsnorm" and cfg.ffn in ("relu", "geglu") and not (cfg.bias or cfg.qkv_bias)
+        return "t5" if t5_like and not (cfg.qk_norm or cfg.n_experts or cfg.sliding_window) else "lmstack"
     common = cfg.causal and cfg.norm_placement == "pre" and not cfg.qk_norm
     if (
         common
@@ -77,6 +81,29 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     }
     if family == "lmstack":
         return {**head, **cfg.to_dict()}
+    if family == "t5":
+        return {
+            **head,
+            "vocab_size": cfg.vocab_size,
+            "d_model": cfg.d_model,
+            "d_kv": cfg.head_dim,
+            "d_ff": cfg.d_ff,
+            "num_layers": cfg.n_layers,
+            "num_decoder_layers": cfg.n_decoder_layers,
+            "num_heads": cfg.n_heads,
+            "relative_attention_num_buckets": cfg.rel_buckets,
+            "relative_attention_max_distance": cfg.rel_max_distance,
+            "dropout_rate": cfg.dropout,
+            "layer_norm_epsilon": cfg.norm_eps,
+            "feed_forward_proj": "gated-gelu" if cfg.ffn == "geglu" else "relu",
+            "is_encoder_decoder": True,
+            "tie_word_embeddings": cfg.tie_embeddings,
+            "scale_decoder_outputs": cfg.tie_embeddings and cfg.scale_decoder_output,
+            "n_positions": cfg.max_seq_len,
+            "pad_token_id": cfg.pad_token_id,
+            "decoder_start_token_id": cfg.decoder_start_token_id,
+            **ids,
+        }
     if family == "gpt2":
         return {
             **head,
@@ -155,6 +182,34 @@ def _gpt2_config(hf: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _t5_config(hf: dict[str, Any]) -> dict[str, Any]:
+    proj = hf.get("feed_forward_proj", "relu")
+    if proj not in ("relu", "gated-gelu"):
+        raise ValueError(f"config.json: feed_forward_proj={proj!r} is not supported for t5 (relu, gated-gelu)")
+    pad = hf.get("pad_token_id", 0)
+    tie = hf.get("tie_word_embeddings", True) is not False
+    return dict(
+        vocab_size=hf["vocab_size"],
+        d_model=hf["d_model"],
+        head_dim=hf["d_kv"],
+        d_ff=hf["d_ff"],
+        n_layers=hf["num_layers"],
+        n_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+        n_heads=hf["num_heads"],
+        rel_buckets=hf.get("relative_attention_num_buckets", 32),
+        rel_max_distance=hf.get("relative_attention_max_distance", 128),
+        norm="rmsnorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        position="t5",
+        ffn="geglu" if proj == "gated-gelu" else "relu",
+        tie_embeddings=tie,  # T5 v1.0 ties and scales; v1.1 unties (transformers 5 ties, without the scale)
+        scale_decoder_output=hf.get("scale_decoder_outputs", tie),
+        max_seq_len=hf.get("n_positions", 512),
+        pad_token_id=pad,
+        decoder_start_token_id=hf.get("decoder_start_token_id", pad),
+    )
+
+
 def _rope_fields(hf: dict[str, Any]) -> dict[str, Any]:
     """RoPE theta / scaling from either the v5 `rope_parameters` dict or the v4 `rope_theta` + `rope_scaling`."""
     params = dict(hf.get("rope_parameters") or {})
@@ -218,7 +273,10 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
         if family == "lmstack":
             names = {f.name for f in dataclasses.fields(ModelConfig)}
             return ModelConfig.from_dict({k: v for k, v in hf.items() if k in names})
-        fields = _gpt2_config(hf) if family == "gpt2" else _llama_config(hf, family)
+        if family == "t5":
+            fields = _t5_config(hf)
+        else:
+            fields = _gpt2_config(hf) if family == "gpt2" else _llama_config(hf, family)
     except KeyError as e:
         raise ValueError(f"{where}: missing field {e.args[0]!r} required for model_type {family!r}") from None
     ids = dict(bos_token_id=_first_id(hf.get("bos_token_id")), eos_token_id=_first_id(hf.get("eos_token_id")))
@@ -239,13 +297,19 @@ def state_dict_to_hf(model: Transformer) -> tuple[str, dict[str, torch.Tensor]]:
     if family == "gpt2":
         sd = _fuse_qkv(sd, cfg.n_layers)
     out = {}
+    table = _table(family, cfg)
     for name, tensor in sd.items():
-        hf_name = rename(name, family, to_hf=True)
+        hf_name = rename(name, table, to_hf=True)
         assert hf_name is not None, f"no HF name for {name!r} in family {family}"
         if family == "gpt2" and hf_name.endswith(GPT2_TRANSPOSED):
             tensor = tensor.t()
         out[hf_name] = tensor.contiguous()
     return family, out
+
+
+def _table(family: str, cfg: ModelConfig) -> str:
+    """The name table for `family`: T5's gated FFN (wi_0/wi_1) has its own."""
+    return "t5-gated" if family == "t5" and cfg.ffn == "geglu" else family
 
 
 def _fuse_qkv(sd: dict[str, Any], n_layers: int, shapes: bool = False) -> dict[str, Any]:
@@ -284,11 +348,19 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
             (k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in tensors.items()
         }
         expected = _fuse_qkv(expected, cfg.n_layers, shapes=True)
+    if (
+        family == "t5"
+        and "lm_head.weight" in expected
+        and "lm_head.weight" not in tensors
+        and "shared.weight" in tensors
+    ):
+        tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}  # transformers 5 writes T5 heads tied
+    table = _table(family, cfg)
     out: dict[str, torch.Tensor] = {}
     for hf_name, tensor in tensors.items():
         if family != "lmstack" and is_ignored(hf_name, family):
             continue
-        name = hf_name if family == "lmstack" else rename(hf_name, family, to_hf=False)
+        name = hf_name if family == "lmstack" else rename(hf_name, table, to_hf=False)
         if name == "lm_head.weight" and cfg.tie_embeddings:
             continue  # a tied head saved anyway: the embedding is the source of truth
         if name not in expected:
@@ -297,7 +369,7 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
             )
         out[name] = tensor.t() if family == "gpt2" and hf_name.endswith(GPT2_TRANSPOSED) else tensor
     for name, shape in expected.items():
-        hf_name = name if family == "lmstack" else rename(name, family, to_hf=True)
+        hf_name = name if family == "lmstack" else rename(name, table, to_hf=True)
         if name not in out:
             raise ValueError(f"checkpoint is missing tensor {hf_name!r} (expected shape {shape})")
         if tuple(out[name].shape) != shape:
@@ -348,13 +420,18 @@ def load_hf_dir(
     gen_path = directory / "generation_config.json"
     if gen_path.is_file():
         gen = json.loads(gen_path.read_text())
-        for key in ("bos_token_id", "eos_token_id"):
+        for key in ("bos_token_id", "eos_token_id", "decoder_start_token_id", "pad_token_id"):
             if getattr(cfg, key) is None and _first_id(gen.get(key)) is not None:
                 setattr(cfg, key, _first_id(gen.get(key)))
     if dtype is not None:
         cfg.dtype = dtype if isinstance(dtype, str) else {v: k for k, v in DTYPES.items()}[dtype]
     tensors = read_safetensors(directory)
-    model = Transformer.without_init(cfg, device)
+    if cfg.is_encoder_decoder:
+        from lmstack.model.encoder_decoder import EncoderDecoder
+
+        model = EncoderDecoder.without_init(cfg, device)
+    else:
+        model = Transformer.without_init(cfg, device)
     sd = state_dict_from_hf(tensors, hf["model_type"], model)
     model.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in sd.items()}, strict=not cfg.tie_embeddings)
     return model.eval()
@@ -406,7 +483,8 @@ def save_pretrained(
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             atomic_write_text(tmp / "model.safetensors.index.json", json.dumps(index, indent=2))
         atomic_write_text(tmp / "config.json", json.dumps(config_to_hf(cfg), indent=2))
-        gen = {k: getattr(cfg, k) for k in ("bos_token_id", "eos_token_id") if getattr(cfg, k) is not None}
+        keys = ("bos_token_id", "eos_token_id", "decoder_start_token_id", "pad_token_id")
+        gen = {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
         atomic_write_text(tmp / "generation_config.json", json.dumps(gen, indent=2))
         if tokenizer is not None:
             tokenizer.save(tmp)
