@@ -67,7 +67,7 @@ def test_resume_refuses_a_different_run(tiny_data, tmp_path):
     train(tiny_pretrain(tiny_data, tmp_path, max_steps=4, stop_after=2))
     with pytest.raises(ValueError, match="model.d_model: checkpoint has 32, this run has 64"):
         train(tiny_pretrain(tiny_data, tmp_path, max_steps=4, d_model=64, resume=True))
-    with pytest.raises(ValueError, match="already has a checkpoint"):
+    with pytest.raises(ValueError, match="already holds a run"):
         train(tiny_pretrain(tiny_data, tmp_path, max_steps=4))
     with pytest.raises(FileNotFoundError, match="checkpoint directory not found"):
         train(tiny_pretrain(tiny_data, tmp_path / "fresh", resume=True))
@@ -96,12 +96,20 @@ def test_checkpoint_is_an_hf_directory(tiny_data, tmp_path):
         (dict(schedule="linear"), "--schedule"),
         (dict(lr=-1.0), "--lr"),
         (dict(train_seconds=-5.0), "--train_seconds"),
-        (dict(d_model=30, n_heads=4), "d_model=30"),
     ],
 )
 def test_bad_values_name_the_flag(overrides, flag):
     with pytest.raises(ValueError, match=flag):
         PretrainConfig(**overrides)
+
+
+def test_bad_model_shape_names_the_section_flag():
+    from lmstack.common.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"--model: .*d_model=30"):
+        load_config(PretrainConfig, ["--model.d_model=30", "--model.n_heads=4"])
+    with pytest.raises(ConfigError, match=r"--model\.vocab_size is set by the program"):
+        load_config(PretrainConfig, ["--model.vocab_size=100"])
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
