@@ -116,7 +116,10 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         cfg = self.config = config
         if not cfg.is_encoder_decoder or cfg.n_kv_heads != cfg.n_heads:
-            raise ValueError(f"EncoderDecoder needs n_decoder_layers > 0 and n_kv_heads == n_heads, got {cfg}")
+            raise ValueError(
+                f"EncoderDecoder needs n_decoder_layers > 0 and n_kv_heads == n_heads (T5 has no GQA); got "
+                f"n_decoder_layers={cfg.n_decoder_layers}, n_heads={cfg.n_heads}, n_kv_heads={cfg.n_kv_heads}"
+            )
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.encoder_rel = RelativePositionBias(cfg.rel_buckets, cfg.rel_max_distance, cfg.n_heads, True)
         self.encoder_blocks = nn.ModuleList(T5Block(cfg, i, decoder=False) for i in range(cfg.n_layers))
