@@ -1,7 +1,9 @@
-"""Recipe `lmstack train-tokenizer`: train a byte-level BPE tokenizer on a corpus, save it, print its stats.
+"""Recipe `lmstack train-tokenizer`: train a tokenizer (byte-level BPE, or Unigram / WordPiece) on a corpus, save
+it, print its stats.
 
     lmstack train-tokenizer --corpus shakespeare --vocab_size 4096 --out_dir runs/tokenizer
     lmstack train-tokenizer --input notes/ more.jsonl --vocab_size 8192 --pattern gpt2
+    lmstack train-tokenizer --model unigram --vocab_size 4096   # SentencePiece unigram LM (EM + pruning)
 
 Reads a named corpus (`lmstack corpus list`; trains on its train split, measures on its validation split) or
 the user's files (`--input`: trains and measures on all of them). Adds <|endoftext|>, <|im_start|> and
@@ -26,6 +28,7 @@ from lmstack.tokenizer import Tokenizer
 from lmstack.tokenizer.patterns import NAMED
 from lmstack.tokenizer.stats import compression, pieces_line
 
+MODELS = ("bpe", "unigram")
 SAMPLE = "Shall I compare thee to a summer's day? In 2026, 1234567 tokens cost $3.50 — naïve café, 東京."
 
 
@@ -33,7 +36,8 @@ SAMPLE = "Shall I compare thee to a summer's day? In 2026, 1234567 tokens cost $
 class TrainTokenizerConfig:
     corpus: str = "shakespeare"  # named corpus (see `lmstack corpus list`); ignored when --input is given
     input: list[str] = field(default_factory=list)  # your own .txt/.md/.jsonl files or directories
-    vocab_size: int = 4096  # total tokens: 256 bytes + merges + special tokens
+    model: str = "bpe"  # bpe (byte-level BPE) | unigram (SentencePiece unigram LM, byte fallback)
+    vocab_size: int = 4096  # total tokens: 256 bytes + merges + special tokens (unigram: + <unk>)
     pattern: str = "gpt4"  # pre-tokenization regex: gpt2, gpt4, o200k, smollm, or a custom regex
     # special tokens appended after the merges (ChatML by default)
     special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
@@ -42,7 +46,9 @@ class TrainTokenizerConfig:
     sample: str = SAMPLE  # text shown cut into pieces at the end
 
     def __post_init__(self) -> None:
-        floor = 256 + len(self.special_tokens)
+        if self.model not in MODELS:
+            raise ValueError(f"--model={self.model!r}; expected one of {list(MODELS)}")
+        floor = 256 + len(self.special_tokens) + (self.model == "unigram")
         if self.vocab_size <= floor:
             raise ValueError(f"--vocab_size={self.vocab_size}: must exceed 256 bytes + special tokens = {floor}")
         if not self.input and not self.corpus:
@@ -70,7 +76,12 @@ def _train_or_reuse(cfg: TrainTokenizerConfig, train: list[str], out: Path, log:
         return Tokenizer.load(out)
     pattern = NAMED.get(cfg.pattern, cfg.pattern)
     start = time.perf_counter()
-    tok = Tokenizer.train(train, cfg.vocab_size, pattern, cfg.special_tokens)
+    if cfg.model == "unigram":
+        from lmstack.tokenizer.unigram import UnigramTokenizer
+
+        tok = UnigramTokenizer.train(train, cfg.vocab_size, special_tokens=cfg.special_tokens)
+    else:
+        tok = Tokenizer.train(train, cfg.vocab_size, pattern, cfg.special_tokens)
     seconds = time.perf_counter() - start
     n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in train)
     log.log(event="trained", seconds=seconds, train_bytes=n_bytes, vocab_size=tok.vocab_size)
@@ -102,7 +113,8 @@ def main(cfg: TrainTokenizerConfig) -> int:
     stats = {name: c.as_dict() for name, c in rows.items()}
     log.log(event="stats", **{f"{n}/{k}": v for n, d in stats.items() for k, v in d.items()})
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=2) + "\n")
-    print(f"tokenizer: {out}  (vocab_size {tok.vocab_size}, pattern {cfg.pattern}, special {cfg.special_tokens})")
+    kind = f"pattern {cfg.pattern}" if cfg.model == "bpe" else cfg.model
+    print(f"tokenizer: {out}  (vocab_size {tok.vocab_size}, {kind}, special {cfg.special_tokens})")
     print(f"measured on {rows['ours'].bytes / 1e6:.2f} MB, {rows['ours'].words} words\n")
     print(f"{'tokenizer':<16} {'vocab':>7} {'bytes/token':>12} {'tokens/word':>12} {'vocab used':>11}")
     for name, c in rows.items():

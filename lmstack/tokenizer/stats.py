@@ -21,7 +21,7 @@ class Compression:
     tokens: int  # tokens from encode_ordinary
     bytes_per_token: float  # bytes / tokens
     tokens_per_word: float  # tokens / words
-    vocab_used: float  # distinct ordinary ids seen / ordinary vocabulary size
+    vocab_used: float  # distinct ordinary ids seen / ordinary vocabulary size (all ids but special tokens)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -41,7 +41,7 @@ def compression(tok: Tokenizer, texts: Sequence[str]) -> Compression:
         tokens=n_tokens,
         bytes_per_token=n_bytes / max(n_tokens, 1),
         tokens_per_word=n_tokens / max(n_words, 1),
-        vocab_used=len(seen) / len(tok.mergeable_ranks),
+        vocab_used=len(seen) / (tok.vocab_size - len(tok.special_tokens)),
     )
 
 
