@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from lmstack.cli import main
 from lmstack.generate.chat import ChatConfig, chat_turn, fit_history
 from lmstack.generate.chat import main as chat_main
 from lmstack.generate.params import SamplingParams
-from lmstack.model import ModelConfig, Transformer, load_model
+from lmstack.model import load_model
 from lmstack.tokenizer import Tokenizer
 from lmstack.tokenizer.chat import render_prompt, template_system_prompt
 
@@ -19,14 +18,12 @@ TEXT = "the quick brown fox jumps over the lazy dog. " * 20 + 'é 你好 😀 {"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, tiny_model):
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer.train([TEXT], 300, special_tokens=specials, show_progress=False)
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layers=1, d_model=32, n_heads=4, vocab_size=tok.vocab_size, max_seq_len=96)
-    cfg.eos_token_id = tok.eos_id
+    model = tiny_model(n_layers=1, vocab_size=tok.vocab_size, max_seq_len=96, eos_token_id=tok.eos_id)
     path = tmp_path_factory.mktemp("tiny")
-    Transformer(cfg).save_pretrained(path, tokenizer=tok)
+    model.save_pretrained(path, tokenizer=tok)
     return path
 
 
@@ -139,13 +136,11 @@ def test_template_system_prompt_reads_the_chat_template_default():
     assert template_system_prompt(Tok()) == ""
 
 
-def test_chat_on_a_base_model_uses_a_plain_transcript(tmp_path, monkeypatch, capsys):
+def test_chat_on_a_base_model_uses_a_plain_transcript(tmp_path, monkeypatch, capsys, tiny_model):
     tok = Tokenizer.train([TEXT], 280, special_tokens=["<|endoftext|>"], show_progress=False)
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "x"}]
     assert tok.decode(render_prompt(tok, msgs)) == "User: hi\nAssistant: yo\nUser: x\nAssistant:"
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layers=1, d_model=32, n_heads=4, vocab_size=tok.vocab_size, max_seq_len=96)
-    Transformer(cfg).save_pretrained(tmp_path, tokenizer=tok)
+    tiny_model(n_layers=1, vocab_size=tok.vocab_size, max_seq_len=96).save_pretrained(tmp_path, tokenizer=tok)
     lines = iter(["hello", "/exit"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     assert (

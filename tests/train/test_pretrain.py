@@ -6,23 +6,21 @@ import pytest
 import torch
 
 from lmstack.common.log import read_jsonl
-from lmstack.model import ModelConfig, Transformer
+from lmstack.model import Transformer
 from lmstack.train.optim import build_optimizer
 from lmstack.train.pretrain import PretrainConfig, train, train_step
 
 from .conftest import tiny_pretrain
 
 
-def _model_and_batch(seed: int = 0) -> tuple[Transformer, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=101, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16,
-                      tie_embeddings=True)  # fmt: skip
+def _model_and_batch(tiny_model, seed: int = 0) -> tuple[Transformer, torch.Tensor, torch.Tensor]:
+    model = tiny_model(seed, max_seq_len=16, tie_embeddings=True).train()
     xy = torch.randint(0, 101, (8, 17), generator=torch.Generator().manual_seed(seed))
-    return Transformer(cfg), xy[:, :-1], xy[:, 1:]
+    return model, xy[:, :-1], xy[:, 1:]
 
 
-def test_overfits_one_batch(tmp_path):
-    model, x, y = _model_and_batch()
+def test_overfits_one_batch(tmp_path, tiny_model):
+    model, x, y = _model_and_batch(tiny_model)
     cfg = PretrainConfig(data_dir=str(tmp_path), lr=1e-2, weight_decay=0.0, warmup_frac=0.0)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     first = train_step(model, model, opt, x, y, cfg, lr=1e-2)[0]
@@ -32,10 +30,10 @@ def test_overfits_one_batch(tmp_path):
     assert loss < 0.05, f"128 random tokens not memorised: loss {loss:.3f}"
 
 
-def test_grad_accumulation_equals_big_batch(tmp_path):
+def test_grad_accumulation_equals_big_batch(tmp_path, tiny_model):
     results = []
     for accum in (1, 4):
-        model, x, y = _model_and_batch()
+        model, x, y = _model_and_batch(tiny_model)
         cfg = PretrainConfig(data_dir=str(tmp_path), grad_accum=accum, batch_size=8, grad_clip=0.5)
         opt = build_optimizer(model, 1e-2, 0.1)
         losses = [train_step(model, model, opt, x, y, cfg, lr=1e-2) for _ in range(3)]
@@ -117,11 +115,11 @@ def test_missing_data_is_a_clear_error(tmp_path):
         train(tiny_pretrain(tmp_path / "nowhere", tmp_path / "out"))
 
 
-def test_activation_checkpointing_changes_memory_not_math(tmp_path):
+def test_activation_checkpointing_changes_memory_not_math(tmp_path, tiny_model):
     # recomputing blocks in backward must give the same loss and the same update
     results = []
     for ckpt in (False, True):
-        model, x, y = _model_and_batch()
+        model, x, y = _model_and_batch(tiny_model)
         model.config.activation_checkpointing = ckpt
         cfg = PretrainConfig(data_dir=str(tmp_path))
         opt = build_optimizer(model, 1e-2, 0.1)
