@@ -56,6 +56,7 @@ class ModelConfig:
     causal: bool = True  # causal LM mask; false = bidirectional encoder
     type_vocab_size: int = 0  # token-type (segment A/B) embeddings added to the input (BERT: 2); 0 = none
     embed_norm: bool = False  # LayerNorm on the summed input embeddings before the first block (BERT)
+    mlm_head: bool = False  # BERT's masked-LM head: dense + GELU + LayerNorm before a tied, biased lm_head
     lm_head: bool = True  # vocabulary head; false = an encoder whose forward returns hidden states (BertModel)
     dropout: float = 0.0  # dropout on embeddings, attention probabilities and residual branches (training only)
     tie_embeddings: bool = False  # LM head shares the token embedding matrix
@@ -110,6 +111,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.type_vocab_size < 0:
             raise ValueError(f"ModelConfig.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if self.mlm_head and not (self.lm_head and self.tie_embeddings):
+            raise ValueError("ModelConfig.mlm_head=true needs lm_head=true and tie_embeddings=true (BERT's decoder)")
         if self.tie_embeddings and not self.lm_head:
             raise ValueError("ModelConfig.tie_embeddings=true needs lm_head=true (there is no head to tie)")
         if self.n_decoder_layers < 0:

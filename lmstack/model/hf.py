@@ -94,7 +94,7 @@ def _is_bert(cfg: ModelConfig) -> bool:
         and cfg.head_dim * cfg.n_heads == cfg.d_model
         and not cfg.n_experts
         and cfg.sliding_window is None
-        and not cfg.lm_head
+        and (not cfg.lm_head or cfg.mlm_head)  # BertModel, or BertForMaskedLM with its MLM head
     )
 
 
@@ -103,7 +103,7 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     family = hf_family(cfg)
     ids = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
     head = {
-        "architectures": [ARCHITECTURES[family]],
+        "architectures": ["BertForMaskedLM" if cfg.mlm_head else ARCHITECTURES[family]],
         "model_type": family,
         "dtype": cfg.dtype,
         "torch_dtype": cfg.dtype,
@@ -231,6 +231,7 @@ def _gpt2_config(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bert_config(hf: dict[str, Any]) -> dict[str, Any]:
+    mlm = "BertForMaskedLM" in (hf.get("architectures") or [])  # the encoder plus its masked-LM head
     act = hf.get("hidden_act", "gelu")
     if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"config.json: hidden_act={act!r} is not supported for bert (gelu, gelu_new)")
@@ -258,7 +259,9 @@ def _bert_config(hf: dict[str, Any]) -> dict[str, Any]:
         causal=False,
         type_vocab_size=hf.get("type_vocab_size", 2),
         embed_norm=True,
-        lm_head=False,
+        lm_head=mlm,
+        mlm_head=mlm,
+        tie_embeddings=mlm,
         scaled_residual_init=False,
         init_std=hf.get("initializer_range", 0.02),
     )
@@ -394,12 +397,16 @@ def state_dict_to_hf(model: Transformer) -> tuple[str, dict[str, torch.Tensor]]:
         assert hf_name is not None, f"no HF name for {name!r} in family {family}"
         if family == "gpt2" and hf_name.endswith(GPT2_TRANSPOSED):
             tensor = tensor.t()
+        if table == "bert-mlm" and not hf_name.startswith("cls."):
+            hf_name = "bert." + hf_name  # BertForMaskedLM's encoder lives under "bert."
         out[hf_name] = tensor.contiguous()
     return family, out
 
 
 def _table(family: str, cfg: ModelConfig) -> str:
-    """The name table for `family`: T5's gated FFN (wi_0/wi_1) has its own."""
+    """The name table for `family`: T5's gated FFN (wi_0/wi_1) and BERT with its MLM head have their own."""
+    if family == "bert" and cfg.mlm_head:
+        return "bert-mlm"
     return "t5-gated" if family == "t5" and cfg.ffn == "geglu" else family
 
 
@@ -451,7 +458,7 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
     table = _table(family, cfg)
     out: dict[str, torch.Tensor] = {}
     for hf_name, tensor in tensors.items():
-        if family != "lmstack" and is_ignored(hf_name, family):
+        if family != "lmstack" and is_ignored(hf_name, table):
             continue
         name = hf_name if family == "lmstack" else rename(hf_name, table, to_hf=False)
         if name == "lm_head.weight" and cfg.tie_embeddings:

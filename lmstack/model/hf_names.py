@@ -119,6 +119,16 @@ BERT: list[tuple[str, str]] = [
 # position_ids is a buffer; the pooler (tanh dense on [CLS]) and task heads (cls.*) are not part of the encoder
 BERT_IGNORED = (r"embeddings\.position_ids$", r"^pooler\.", r"^cls\.")
 
+# BertForMaskedLM's head: transform (dense, GELU, LayerNorm) then the decoder tied to the word embeddings + bias
+BERT_MLM: list[tuple[str, str]] = [
+    ("mlm.dense.weight", "cls.predictions.transform.dense.weight"),
+    ("mlm.dense.bias", "cls.predictions.transform.dense.bias"),
+    ("mlm.norm.weight", "cls.predictions.transform.LayerNorm.weight"),
+    ("mlm.norm.bias", "cls.predictions.transform.LayerNorm.bias"),
+    ("lm_head.bias", "cls.predictions.bias"),
+]
+BERT_MLM_IGNORED = (r"embeddings\.position_ids$", r"^pooler\.", r"^cls\.predictions\.decoder\.")  # tied copies
+
 TABLES: dict[str, list[tuple[str, str]]] = {
     "gpt2": GPT2,
     "llama": LLAMA,
@@ -126,6 +136,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "qwen2": LLAMA,
     "mixtral": MIXTRAL,
     "bert": BERT,
+    "bert-mlm": BERT + BERT_MLM,
     "t5": _t5(gated=False),
     "t5-gated": _t5(gated=True),
 }
@@ -133,6 +144,7 @@ IGNORED: dict[str, tuple[str, ...]] = {
     "gpt2": GPT2_IGNORED,
     "mixtral": LLAMA_IGNORED,
     "bert": BERT_IGNORED,
+    "bert-mlm": BERT_MLM_IGNORED,
     "t5": T5_IGNORED,
 }
 
