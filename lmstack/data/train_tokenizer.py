@@ -4,6 +4,7 @@ it, print its stats.
     lmstack train-tokenizer --corpus shakespeare --vocab_size 4096 --out_dir runs/tokenizer
     lmstack train-tokenizer --input notes/ more.jsonl --vocab_size 8192 --pattern gpt2
     lmstack train-tokenizer --model unigram --vocab_size 4096   # SentencePiece unigram LM (EM + pruning)
+    lmstack train-tokenizer --model wordpiece --vocab_size 4096  # BERT WordPiece (likelihood merges)
 
 Reads a named corpus (`lmstack corpus list`; trains on its train split, measures on its validation split) or
 the user's files (`--input`: trains and measures on all of them). Adds <|endoftext|>, <|im_start|> and
@@ -28,7 +29,8 @@ from lmstack.tokenizer import Tokenizer
 from lmstack.tokenizer.patterns import resolve_stages
 from lmstack.tokenizer.stats import compression, pieces_line
 
-MODELS = ("bpe", "unigram")
+MODELS = ("bpe", "unigram", "wordpiece")
+CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 SAMPLE = "Shall I compare thee to a summer's day? In 2026, 1234567 tokens cost $3.50 — naïve café, 東京."
 
 
@@ -36,11 +38,11 @@ SAMPLE = "Shall I compare thee to a summer's day? In 2026, 1234567 tokens cost $
 class TrainTokenizerConfig:
     corpus: str = "shakespeare"  # named corpus (see `lmstack corpus list`); ignored when --input is given
     input: list[str] = field(default_factory=list)  # your own .txt/.md/.jsonl files or directories
-    model: str = "bpe"  # bpe (byte-level BPE) | unigram (SentencePiece unigram LM, byte fallback)
+    model: str = "bpe"  # bpe (byte-level BPE) | unigram (SentencePiece, byte fallback) | wordpiece (BERT, lowercased)
     vocab_size: int = 4096  # total tokens: 256 bytes + merges + special tokens (unigram: + <unk>)
     pattern: str = "gpt4"  # bpe pre-tokenization: gpt2, gpt4, o200k, smollm, or a custom "regex:<pattern>"
     # special tokens appended after the merges (ChatML by default)
-    special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    special_tokens: list[str] = field(default_factory=lambda: list(CHATML))  # wordpiece: [PAD] [UNK] [CLS] ...
     out_dir: str = "runs/tokenizer"  # where the tokenizer and its stats are written
     baselines: bool = True  # also measure GPT-2 and cl100k on the same text (needs the reference packages)
     sample: str = SAMPLE  # text shown cut into pieces at the end
@@ -49,6 +51,12 @@ class TrainTokenizerConfig:
         if self.model not in MODELS:
             raise ValueError(f"--model={self.model!r}; expected one of {list(MODELS)}")
         floor = 256 + len(self.special_tokens) + (self.model == "unigram")
+        if self.model == "wordpiece":
+            if self.special_tokens == CHATML:  # the default: BERT's own special tokens instead
+                self.special_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            floor = len(self.special_tokens)  # + the corpus's alphabet, checked when training
+            if "[UNK]" not in self.special_tokens:
+                raise ValueError(f"--special_tokens={self.special_tokens}: WordPiece needs [UNK] among them")
         if self.vocab_size <= floor:
             raise ValueError(f"--vocab_size={self.vocab_size}: must exceed 256 bytes + special tokens = {floor}")
         if not self.input and not self.corpus:
@@ -84,6 +92,10 @@ def _train_or_reuse(cfg: TrainTokenizerConfig, train: list[str], out: Path, log:
         from lmstack.tokenizer.unigram import UnigramTokenizer
 
         tok = UnigramTokenizer.train(train, cfg.vocab_size, special_tokens=cfg.special_tokens)
+    elif cfg.model == "wordpiece":
+        from lmstack.tokenizer.wordpiece_trainer import train_wordpiece_tokenizer
+
+        tok = train_wordpiece_tokenizer(train, cfg.vocab_size, cfg.special_tokens)
     else:
         tok = Tokenizer.train(train, cfg.vocab_size, pattern, cfg.special_tokens)
     seconds = time.perf_counter() - start
@@ -124,7 +136,7 @@ def main(cfg: TrainTokenizerConfig) -> int:
     for name, c in rows.items():
         ratios = f"{c.bytes_per_token:>12.3f} {c.tokens_per_word:>12.3f} {c.vocab_used:>10.1%}"
         print(f"{name:<16} {toks[name].vocab_size:>7} {ratios}")
-    ids = tok.encode_ordinary(cfg.sample)
+    ids = tok.encode_ordinary(cfg.sample) if hasattr(tok, "encode_ordinary") else tok.encode(cfg.sample)
     print(f"\nsample ({len(ids)} tokens): {pieces_line(tok, cfg.sample)}")
     print(f"ids: {ids}")
     return 0

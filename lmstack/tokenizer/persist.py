@@ -70,8 +70,8 @@ def save_tokenizer(tok: Tokenizer, directory: Path) -> None:
 
 
 def load_tokenizer(cls: type[Tokenizer], path: Path) -> Tokenizer:
-    """A byte-level BPE `Tokenizer`, or a `UnigramTokenizer` when tokenizer.json's model is "Unigram" (or the
-    path is a sentencepiece .model file)."""
+    """A byte-level BPE `Tokenizer`; a `UnigramTokenizer` when tokenizer.json's model is "Unigram" (or the path is
+    a sentencepiece .model file); a `WordPieceTokenizer` when it is "WordPiece"."""
     if path.suffix == ".model" and path.is_file():
         from lmstack.tokenizer.unigram_format import load_unigram
 
@@ -90,10 +90,15 @@ def load_tokenizer(cls: type[Tokenizer], path: Path) -> Tokenizer:
     if "chat_template" not in config and jinja.is_file():
         config["chat_template"] = jinja.read_text(encoding="utf-8")
     doc = read_json(json_path)
-    if isinstance(doc, dict) and isinstance(doc.get("model"), dict) and doc["model"].get("type") == "Unigram":
+    kind = doc["model"].get("type") if isinstance(doc, dict) and isinstance(doc.get("model"), dict) else None
+    if kind == "Unigram":
         from lmstack.tokenizer.unigram_format import load_unigram
 
         return load_unigram(json_path, config)
+    if kind == "WordPiece":
+        from lmstack.tokenizer.wordpiece import WordPieceTokenizer
+
+        return WordPieceTokenizer.load(json_path)
     spec = read_hf_json(json_path)
     if ranks_path is not None and ranks_path.is_file():
         ranks = read_tiktoken_file(ranks_path)

@@ -32,7 +32,11 @@ def compression(tok: Tokenizer, texts: Sequence[str]) -> Compression:
     n_words = sum(len(t.split()) for t in texts)
     seen: set[int] = set()
     n_tokens = 0
-    for ids in tok.encode_batch(list(texts), allowed_special=(), disallowed_special=()):
+    if hasattr(tok, "encode_ordinary"):  # BPE, Unigram: special-token text is ordinary text
+        batches = tok.encode_batch(list(texts), allowed_special=(), disallowed_special=())
+    else:  # WordPiece (BERT's rule: special-token text is its id; no flags)
+        batches = tok.encode_batch(list(texts))
+    for ids in batches:
         n_tokens += len(ids)
         seen.update(ids)
     return Compression(
@@ -47,4 +51,6 @@ def compression(tok: Tokenizer, texts: Sequence[str]) -> Compression:
 
 def pieces_line(tok: Tokenizer, text: str) -> str:
     """`text` cut into tokens, shown as 'piece|piece|piece' (bytes of a partial character shown as \\xNN)."""
+    if not hasattr(tok, "encode_ordinary"):  # WordPiece: its string pieces ("##" continuations)
+        return "|".join(tok.tokenize(text))
     return "|".join(tok.id_to_bytes(i).decode("utf-8", "backslashreplace") for i in tok.encode_ordinary(text))

@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from lmstack.common.log import progress
+from lmstack.tokenizer.wordpiece import WordPieceTokenizer, bert_normalize, bert_pre_tokenize
 
 Pair = tuple[str, str]
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -120,3 +121,20 @@ def _merge(
             pairs_of[q[1]].add(q)
         corpus[w] = (out, c)
     return touched
+
+
+def train_wordpiece_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    special_tokens: Iterable[str] = BERT_SPECIALS,
+    lowercase: bool = True,
+    show_progress: bool = True,
+) -> WordPieceTokenizer:
+    """A BERT `WordPieceTokenizer` trained on `texts`: BERT normalization and pre-tokenization, then
+    `train_wordpiece`; ids follow the vocabulary order (special tokens first)."""
+    norm = dict(lowercase=lowercase)
+    words = Counter(w for t in progress(texts, desc="count words", unit="doc", disable=None if show_progress else True)
+                    for w in bert_pre_tokenize(bert_normalize(t, **norm)))  # fmt: skip
+    specials = list(special_tokens)
+    vocab = train_wordpiece(words, vocab_size, specials, show_progress=show_progress)
+    return WordPieceTokenizer({p: i for i, p in enumerate(vocab)}, special_tokens=specials, lowercase=lowercase)

@@ -61,3 +61,17 @@ def test_train_tokenizer_unigram(tmp_path, capsys):
     assert tok.special_tokens["<|endoftext|>"] == 1 and (out / "tokenizer.model").is_file()
     stats = json.loads((out / "stats.json").read_text())
     assert 1.5 < stats["ours"]["bytes_per_token"] < 6
+
+
+def test_train_tokenizer_wordpiece(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(stdlib_text(40_000)))
+    out = tmp_path / "wp"
+    args = ["train-tokenizer", f"--input={corpus}", "--model=wordpiece", "--vocab_size=700", f"--out_dir={out}",
+            "--baselines=false"]  # fmt: skip
+    assert main(args) == 0
+    assert "##" in capsys.readouterr().out  # the sample line shows continuation pieces
+    from lmstack.tokenizer import WordPieceTokenizer
+
+    tok = Tokenizer.load(out)
+    assert isinstance(tok, WordPieceTokenizer) and tok.vocab_size == 700 and tok.cls_id == 2
