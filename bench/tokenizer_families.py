@@ -2,7 +2,8 @@
 
 Claim (issue 16): a comparison of the three tokenizer families on the embedded corpora: compression (bytes/token)
 and fertility (tokens per word) on held-out English, fertility and [UNK] rate on non-English text, training time.
-Method: each family trains on the first TRAIN_CHARS characters (1 MB) of the Shakespeare training split at VOCAB tokens with lmstack's trainers
+Method: each family trains on the first TRAIN_CHARS characters (1 MB) of the Shakespeare training split at VOCAB
+tokens with lmstack's trainers
 (BPE: byte-level, GPT-4 split; WordPiece: BERT normalization + likelihood merges; Unigram: EM + pruning, byte
 fallback). English: the Shakespeare validation split. Non-English: the translated message catalogs (gettext .mo
 files) that Debian ships under /usr/share/locale for de, fr, es, ru, ja and zh_CN (the messages of grep, sed, vim,
@@ -108,8 +109,8 @@ def main() -> None:
     head += [f"tokens/{'char' if lang in SPACELESS else 'word'} ({lang})" for lang in LANGS] + ["[UNK] share (non-en)"]
     sizes = ", ".join(f"{lang} {len(foreign[lang])}" for lang in LANGS)
     body = (
-        f"Trained on the first {sum(len(d.encode()) for d in docs) / 1e6:.1f} MB of the Shakespeare training split at {VOCAB} "
-        "tokens each; English = its validation split; non-English = translated message catalogs under "
+        f"Trained on the first {sum(len(d.encode()) for d in docs) / 1e6:.1f} MB of the Shakespeare training split "
+        f"at {VOCAB} tokens each; English = its validation split; non-English = translated message catalogs under "
         f"/usr/share/locale (messages: {sizes}). Higher bytes/token and lower tokens/word are better.\n\n"
         + table(head, rows)
     )
