@@ -121,6 +121,12 @@ def test_greedy_generation_matches_transformers(pair: tuple) -> None:
         expect.append(row[: row.index(1)] if 1 in row else row)
     got = generate(ours, prompts, SamplingParams(max_new_tokens=12, temperature=0.0))
     assert got == expect
+    with torch.no_grad():  # beam search shares the prefill (encoder cache rows follow the beams)
+        ref = hf.generate(input_ids=src, attention_mask=mask, max_new_tokens=8, do_sample=False, num_beams=3,
+                          early_stopping=True)  # fmt: skip
+    expect = [row[: row.index(1)] if 1 in row else row for row in ref[:, 1:].tolist()]
+    beams = SamplingParams(max_new_tokens=8, temperature=0.0, beam_width=3, early_stopping=True)
+    assert generate(ours, prompts, beams) == expect
 
 
 def test_encoder_decoder_config_is_validated() -> None:
