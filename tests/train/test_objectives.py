@@ -76,3 +76,17 @@ def test_pretrain_span_resume_is_exact(tiny_data, tmp_path) -> None:
     _run(tiny_data, tmp_path / "b", "span", max_steps=6, stop_after=3)
     resumed = _run(tiny_data, tmp_path / "b", "span", max_steps=6, resume=True)
     assert resumed["val_loss"] == straight["val_loss"]
+
+
+def test_pretrain_mlm_with_bert_design_saves_a_bert_for_masked_lm(tiny_data, tmp_path) -> None:
+    import transformers
+
+    bert = dict(norm="layernorm", norm_bias=True, norm_placement="post", position="learned", ffn="gelu", bias=True,
+                qkv_bias=True, embed_norm=True, type_vocab_size=2, mlm_head=True, n_kv_heads=4)  # fmt: skip
+    result = _run(tiny_data, tmp_path / "bert", "mlm", max_steps=4, **bert)
+    assert result["val_loss"] > 0
+    hf = transformers.BertForMaskedLM.from_pretrained(tmp_path / "bert" / "checkpoint").eval()
+    ours = Transformer.from_pretrained(tmp_path / "bert" / "checkpoint")
+    ids = torch.randint(0, 301, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
