@@ -36,6 +36,11 @@ COMMANDS: dict[str, Command] = {
     "distill": Command("lmstack.train.distill", "DistillConfig", "main", "distill a teacher into a small student"),
     "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
+    "sft": Command("lmstack.finetune.sft", "SFTConfig", "main", "supervised fine-tuning (full; --method for others)"),
+    "lora": Command("lmstack.finetune.sft", "LoraConfig", "main", "LoRA fine-tuning -> PEFT adapter"),
+    "qlora": Command("lmstack.finetune.sft", "QLoraConfig", "main", "QLoRA: LoRA over an NF4 base -> PEFT adapter"),
+    "prompt-tune": Command("lmstack.finetune.sft", "PromptTuneConfig", "main", "prompt tuning -> PEFT adapter"),
+    "prefix-tune": Command("lmstack.finetune.sft", "PrefixTuneConfig", "main", "prefix tuning -> PEFT adapter"),
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
 }

@@ -37,13 +37,25 @@ import math
 import torch
 
 
+def sequence_ids(pos: torch.Tensor) -> torch.Tensor:
+    """Packed rows (attention.position_bias, packed=True): a position that does not increase starts a new
+    sequence. pos (B, T) -> the sequence index of every token (B, T)."""
+    starts = torch.ones_like(pos, dtype=torch.bool)
+    starts[:, 1:] = pos[:, 1:] <= pos[:, :-1]
+    return starts.cumsum(dim=1)
+
+
 def tile_mask(
-    q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, window: int | None, slopes: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """q_pos (B, Br), k_pos (B, Bc) -> allowed (B, 1, Br, Bc) bool and the ALiBi bias (B, H, Br, Bc) or None."""
+    q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, window: int | None, slopes: torch.Tensor | None,
+    q_seq: torch.Tensor | None = None, k_seq: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """q_pos (B, Br), k_pos (B, Bc) -> allowed (B, 1, Br, Bc) bool and the ALiBi bias (B, H, Br, Bc) or None.
+    With packed rows, q_seq / k_seq (B, Br) / (B, Bc) are sequence ids: a query reads only its own sequence."""
     p, q = q_pos[:, None, :, None], k_pos[:, None, None, :]  # (B, 1, Br, 1), (B, 1, 1, Bc)
     dist = p - q
     allowed = q >= 0
+    if q_seq is not None:
+        allowed = allowed & (q_seq[:, None, :, None] == k_seq[:, None, None, :])
     if causal:
         allowed = allowed & (dist >= 0)
     if window is not None:
@@ -58,9 +70,9 @@ def _acc_dtype(q: torch.Tensor) -> torch.dtype:
     return torch.float64 if q.dtype == torch.float64 else torch.float32
 
 
-def _scores(q_i, k_j, q_pos_i, k_pos_j, scale, causal, window, slopes):  # noqa: ANN001, ANN202
+def _scores(q_i, k_j, q_pos_i, k_pos_j, scale, causal, window, slopes, q_seq, k_seq):  # noqa: ANN001, ANN202
     """One tile of masked, scaled scores (B, H, Br, Bc), or None when the mask is all false."""
-    allowed, bias = tile_mask(q_pos_i, k_pos_j, causal, window, slopes)
+    allowed, bias = tile_mask(q_pos_i, k_pos_j, causal, window, slopes, q_seq, k_seq)
     if not bool(allowed.any()):
         return None
     s = (q_i @ k_j.transpose(-2, -1)) * scale  # (B, H, Br, Bc)
@@ -73,7 +85,7 @@ class FlashAttention(torch.autograd.Function):
     """Tiled forward with the online softmax; backward recomputes the probabilities tile by tile."""
 
     @staticmethod
-    def forward(ctx, q, k, v, q_pos, k_pos, causal, window, slopes, block_q, block_k):  # noqa: ANN001, ANN205
+    def forward(ctx, q, k, v, q_pos, k_pos, causal, window, slopes, block_q, block_k, packed):  # noqa: ANN001, ANN205
         B, H, T, hd = q.shape
         S, group = k.shape[2], H // k.shape[1]
         scale = 1.0 / math.sqrt(hd)
@@ -83,6 +95,7 @@ class FlashAttention(torch.autograd.Function):
         vf = v.to(acc_t).repeat_interleave(group, dim=1)
         out = torch.empty(B, H, T, hd, dtype=acc_t, device=q.device)
         lse = torch.empty(B, H, T, dtype=acc_t, device=q.device)
+        seq = sequence_ids(q_pos) if packed else None  # packed: the keys are the queries' own tokens
         for i in range(0, T, block_q):
             q_i, qp_i = qf[:, :, i : i + block_q], q_pos[:, i : i + block_q]  # (B, H, Br, hd), (B, Br)
             m = torch.full(q_i.shape[:3], -math.inf, dtype=acc_t, device=q.device)  # running max (B, H, Br)
@@ -90,7 +103,7 @@ class FlashAttention(torch.autograd.Function):
             acc = torch.zeros_like(q_i)  # running unnormalized output (B, H, Br, hd)
             for j in range(0, S, block_k):
                 s = _scores(q_i, kf[:, :, j : j + block_k], qp_i, k_pos[:, j : j + block_k], scale, causal, window,
-                            slopes)  # fmt: skip
+                            slopes, *_tile_seq(seq, i, block_q, j, block_k))  # fmt: skip
                 if s is None:
                     continue  # nothing in this tile may be read (e.g. above the causal diagonal)
                 m_new = torch.maximum(m, s.amax(-1))
@@ -102,13 +115,13 @@ class FlashAttention(torch.autograd.Function):
                 m = m_new
             out[:, :, i : i + block_q] = acc / l[..., None]
             lse[:, :, i : i + block_q] = m + torch.log(l)
-        ctx.save_for_backward(q, k, v, out, lse, q_pos, k_pos, slopes)
+        ctx.save_for_backward(q, k, v, out, lse, q_pos, k_pos, slopes, seq)
         ctx.cfg = (causal, window, block_q, block_k)
         return out.to(q.dtype)
 
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001, ANN205
-        q, k, v, out, lse, q_pos, k_pos, slopes = ctx.saved_tensors
+        q, k, v, out, lse, q_pos, k_pos, slopes, seq = ctx.saved_tensors
         causal, window, block_q, block_k = ctx.cfg
         B, H, T, hd = q.shape
         S, group = k.shape[2], H // k.shape[1]
@@ -123,7 +136,8 @@ class FlashAttention(torch.autograd.Function):
             k_j, v_j, kp_j = kf[:, :, j : j + block_k], vf[:, :, j : j + block_k], k_pos[:, j : j + block_k]
             for i in range(0, T, block_q):
                 q_i = qf[:, :, i : i + block_q]
-                s = _scores(q_i, k_j, q_pos[:, i : i + block_q], kp_j, scale, causal, window, slopes)
+                s = _scores(q_i, k_j, q_pos[:, i : i + block_q], kp_j, scale, causal, window, slopes,
+                            *_tile_seq(seq, i, block_q, j, block_k))  # fmt: skip
                 if s is None:
                     continue
                 p = torch.exp(s - lse[:, :, i : i + block_q, None])  # recomputed probabilities (B, H, Br, Bc)
@@ -136,7 +150,12 @@ class FlashAttention(torch.autograd.Function):
         Hkv = k.shape[1]
         dk = dk.view(B, Hkv, group, S, hd).sum(2)  # GQA: a KV head's gradient sums over its query heads
         dv = dv.view(B, Hkv, group, S, hd).sum(2)
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), *([None] * 8)
+
+
+def _tile_seq(seq: torch.Tensor | None, i: int, bq: int, j: int, bk: int) -> tuple:
+    """The query and key tiles' sequence ids (packed rows), or (None, None)."""
+    return (None, None) if seq is None else (seq[:, i : i + bq], seq[:, j : j + bk])
 
 
 def flash_attention(
@@ -150,8 +169,10 @@ def flash_attention(
     slopes: torch.Tensor | None = None,
     block_q: int = 64,
     block_k: int = 64,
+    packed: bool = False,
 ) -> torch.Tensor:
     """q (B, H, T, hd), k/v (B, Hkv, S, hd), positions (B, T) / (B, S) -> (B, H, T, hd), the same as
-    `scaled_dot_product_attention` with `attention.position_bias` as its mask."""
+    `scaled_dot_product_attention` with `attention.position_bias` (same `packed`) as its mask."""
     assert q.shape[1] % k.shape[1] == 0, f"query heads {q.shape[1]} not a multiple of KV heads {k.shape[1]}"
-    return FlashAttention.apply(q, k, v, q_pos, k_pos, causal, window, slopes, block_q, block_k)
+    assert not packed or q_pos is k_pos or torch.equal(q_pos, k_pos), "packed rows: the keys are the queries"
+    return FlashAttention.apply(q, k, v, q_pos, k_pos, causal, window, slopes, block_q, block_k, packed)
