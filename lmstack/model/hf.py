@@ -25,6 +25,7 @@ import torch
 from lmstack.common.atomic import atomic_files
 from lmstack.common.config import read_config_file
 from lmstack.model.config import ModelConfig
+from lmstack.model.encoder_decoder import EncoderDecoder
 from lmstack.model.hf_names import GPT2_TRANSPOSED, is_ignored, rename
 from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
@@ -538,8 +539,6 @@ def load_hf_dir(
             raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     tensors = read_safetensors(directory)
     if cfg.is_encoder_decoder:
-        from lmstack.model.encoder_decoder import EncoderDecoder
-
         model = EncoderDecoder.without_init(cfg, device)
     else:
         model = Transformer.without_init(cfg, device)

@@ -35,7 +35,7 @@ from lmstack.tokenizer.tokenizer import BOS_NAMES, CACHE_MAX, EOS_NAMES, replace
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 UNK_PENALTY = 10.0  # the unknown edge scores min(piece scores) - 10, as in sentencepiece and HF tokenizers
 BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]
-_WORDS = re.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")  # "▁a▁▁b" -> "▁a", "▁", "▁b"
+WORD_PATTERN = re.compile(f"{SPACE}[^{SPACE}]*|[^{SPACE}]+")  # "▁a▁▁b" -> "▁a", "▁", "▁b"
 
 
 class UnigramTokenizer:
@@ -102,7 +102,7 @@ class UnigramTokenizer:
         return SPACE + text.replace(" ", SPACE) if text else ""
 
     def _words(self, normalized: str) -> list[str]:
-        return _WORDS.findall(normalized) if self._split_words else [normalized] if normalized else []
+        return WORD_PATTERN.findall(normalized) if self._split_words else [normalized] if normalized else []
 
     def _edges_to_ids(self, word: str, path: list[tuple[int, int, float]]) -> list[int]:
         """Lattice edges -> ids: unknown edges become byte ids (byte_fallback) or one fused unk id per run."""

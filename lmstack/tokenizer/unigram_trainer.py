@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 from lmstack.common.log import progress
 from lmstack.tokenizer.lattice import build_lattice, make_trie, marginals, viterbi
-from lmstack.tokenizer.unigram import _WORDS, BYTE_PIECES, SPACE, UNK_PENALTY, UnigramTokenizer
+from lmstack.tokenizer.unigram import BYTE_PIECES, SPACE, UNK_PENALTY, WORD_PATTERN, UnigramTokenizer
 
 DEFAULT_SPECIALS = ("<s>", "</s>")  # after <unk> (id 0), sentencepiece's default control pieces
 MIN_EXPECTED = 0.5  # M-step: pieces expected fewer times than this are dropped (sentencepiece's threshold)
@@ -53,7 +53,7 @@ def count_words(texts: Iterable[str], show_progress: bool = True) -> Counter[str
     counts: Counter[str] = Counter()
     for text in progress(texts, desc="count words", unit="doc", disable=None if show_progress else True):
         if text:
-            counts.update(_WORDS.findall(SPACE + text.replace(" ", SPACE)))
+            counts.update(WORD_PATTERN.findall(SPACE + text.replace(" ", SPACE)))
     return counts
 
 
