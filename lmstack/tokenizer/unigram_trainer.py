@@ -7,7 +7,7 @@ following the structure of sentencepiece's `unigram_model_trainer.cc`.
    become byte pieces at encode time). These "required" characters are never pruned.
 3. Seed vocabulary: every substring of every word up to `max_piece_len` characters that occurs at least twice,
    scored frequency x length, the best `seed_size` kept, plus the characters. Scores become log-probabilities.
-4. Repeat until the vocabulary is at most 1.1 x the target:
+4. Repeat until the vocabulary is at most 1.1 x `vocab_size` (the whole vocabulary, as sentencepiece counts it):
    a. EM, `em_iterations` times. E-step: for each distinct word, forward-backward over its piece lattice gives
       each piece's expected count (lattice.marginals), weighted by the word's count. M-step (sentencepiece's
       Bayesian variant): drop pieces expected fewer than 0.5 times; log p(x) = digamma(count_x) - digamma(total).
@@ -190,7 +190,7 @@ def train_unigram(
     chars = required_chars(counts, character_coverage)
     words = sorted(counts.items(), key=lambda wc: -wc[1])
     pieces = seed_pieces(counts, chars, max_piece_len, seed_size)
-    desired = max(int(n_learned * 1.1), len(chars))
+    desired = max(int(vocab_size * 1.1), len(chars))  # as sentencepiece: 1.1 x the whole vocabulary
     bar = progress(desc="unigram EM", unit="round", disable=None if show_progress else True)
     while True:
         for _ in range(em_iterations):

@@ -48,16 +48,16 @@ def test_tokenize_command_shows_pieces_and_ids(trained, tmp_path, capsys):
 
 def test_train_tokenizer_unigram(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(stdlib_text(40_000)))
+    corpus.write_text("".join(stdlib_text(15_000)))
     out = tmp_path / "uni"
-    args = ["train-tokenizer", f"--input={corpus}", "--model=unigram", "--vocab_size=500", f"--out_dir={out}",
+    args = ["train-tokenizer", f"--input={corpus}", "--model=unigram", "--vocab_size=400", f"--out_dir={out}",
             "--baselines=false"]  # fmt: skip
     assert main(args) == 0
     assert "unigram" in capsys.readouterr().out
     from lmstack.tokenizer.unigram import UnigramTokenizer
 
     tok = Tokenizer.load(out)
-    assert isinstance(tok, UnigramTokenizer) and tok.vocab_size == 500
+    assert isinstance(tok, UnigramTokenizer) and tok.vocab_size == 400
     assert tok.special_tokens["<|endoftext|>"] == 1 and (out / "tokenizer.model").is_file()
     stats = json.loads((out / "stats.json").read_text())
     assert 1.5 < stats["ours"]["bytes_per_token"] < 6

@@ -103,7 +103,7 @@ def test_digamma_known_values() -> None:
 
 @pytest.mark.parametrize("byte_fallback", [True, False], ids=["byte-fallback", "unk"])
 def test_matches_sentencepiece_on_its_own_pieces(corpus: list[str], byte_fallback: bool) -> None:
-    proto = _spm(corpus, 600, byte_fallback)
+    proto = _spm(corpus, 450, byte_fallback)
     sp = spm.SentencePieceProcessor(model_proto=proto)
     tok = from_sentencepiece(proto, "spm")  # our reader of the .model protobuf
     assert tok.pieces == [(sp.id_to_piece(i), pytest.approx(sp.get_score(i))) for i in range(sp.get_piece_size())]
