@@ -3,8 +3,8 @@
 Claim (issue 16): a comparison of the three tokenizer families on the embedded corpora: compression (bytes/token)
 and fertility (tokens per word) on held-out English, fertility and [UNK] rate on non-English text, training time.
 Method: each family trains on the first TRAIN_CHARS characters (1 MB) of the Shakespeare training split at VOCAB
-tokens with lmstack's trainers
-(BPE: byte-level, GPT-4 split; WordPiece: BERT normalization + likelihood merges; Unigram: EM + pruning, byte
+tokens with lmstack's trainers (BPE: byte-level, GPT-4 split; WordPiece: BERT normalization + likelihood merges,
+twice: the default count-weighted likelihood gain and the unweighted "pmi" score; Unigram: EM + pruning, byte
 fallback). English: the Shakespeare validation split. Non-English: the translated message catalogs (gettext .mo
 files) that Debian ships under /usr/share/locale for de, fr, es, ru, ja and zh_CN (the messages of grep, sed, vim,
 ...), read with the standard library's `gettext`; words = whitespace-separated (for ja / zh, which do not separate
@@ -67,10 +67,12 @@ def train_all(docs: list[str]) -> dict[str, tuple[object, float]]:
     t0 = time.perf_counter()
     out["byte-level BPE"] = (Tokenizer.train(docs, VOCAB, "gpt4", ["<|endoftext|>"], show_progress=False),)
     out["byte-level BPE"] += (time.perf_counter() - t0,)
-    t0 = time.perf_counter()
-    words = Counter(w for d in docs for w in bert_pre_tokenize(bert_normalize(d)))
-    vocab = train_wordpiece(words, VOCAB, BERT_SPECIALS, show_progress=False)
-    out["WordPiece"] = (WordPieceTokenizer({p: i for i, p in enumerate(vocab)}), time.perf_counter() - t0)
+    for score in ("likelihood", "pmi"):
+        t0 = time.perf_counter()
+        words = Counter(w for d in docs for w in bert_pre_tokenize(bert_normalize(d)))
+        vocab = train_wordpiece(words, VOCAB, BERT_SPECIALS, show_progress=False, score=score)
+        tok = WordPieceTokenizer({p: i for i, p in enumerate(vocab)})
+        out[f"WordPiece ({score})"] = (tok, time.perf_counter() - t0)
     t0 = time.perf_counter()
     out["Unigram"] = (UnigramTokenizer.train(docs, VOCAB, special_tokens=["<|endoftext|>"], show_progress=False),)
     out["Unigram"] += (time.perf_counter() - t0,)

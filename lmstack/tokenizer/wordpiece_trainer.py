@@ -1,16 +1,21 @@
-"""WordPiece training: likelihood-scored merges (Schuster & Nakajima 2012; the BERT vocabulary's algorithm as
-Google describes it), not HF `tokenizers`' WordPieceTrainer (which runs BPE's frequency merges and relabels them).
+"""WordPiece training: likelihood-scored merges (Schuster & Nakajima 2012: add the unit that increases the training
+data's likelihood the most), not HF `tokenizers`' WordPieceTrainer (which runs BPE's frequency merges and relabels
+them).
 
 Words come already normalized and pre-tokenized (BERT's rules: `wordpiece.bert_normalize`, `bert_pre_tokenize`).
 Each word starts as its characters, every non-initial one marked as a continuation: "hug" -> h ##u ##g. Then,
-until the vocabulary is full, merge the adjacent pair (a, b) with the highest
+until the vocabulary is full, merge the adjacent pair (a, b) with the highest score:
 
-    score(a, b) = count(a b) / (count(a) * count(b))
+    likelihood (default):  count(ab) * log(count(ab) * N / (count(a) * count(b)))
+    pmi:                   count(ab) / (count(a) * count(b))
 
-i.e. the pair whose merge most increases the likelihood of the corpus under a unigram model of the current
-symbols (log p(ab) - log p(a) - log p(b), up to a constant): a frequent pair of rare symbols beats a frequent pair
-of frequent ones, so WordPiece prefers merging meaningful units ("##iz ##ation") over glueing common letters the
-way BPE's raw counts do. The merged symbol is a + b without b's "##".
+Under a unigram model of the current symbols (N symbols in all), replacing the count(ab) occurrences of "a b" by
+one symbol changes the corpus log-likelihood by about count(ab) * [log p(ab) - log p(a) - log p(b)]: the pointwise
+mutual information of the pair, weighted by how often the merge applies. That is "likelihood" (N is held at its
+initial value, a constant factor inside the log). "pmi" drops the weight, the score the Hugging Face course gives
+for WordPiece: it prefers rare pairs of rare symbols, so on a 4k vocabulary it spends merges on one-off strings
+(measured in docs/tokenizer.md). Either way a frequent pair of frequent symbols scores lower than under BPE's raw
+count. The merged symbol is a + b without b's "##".
 
 Counts are updated incrementally: rewriting the words that contain (a, b) changes some pair counts, and the merge
 changes count(a), count(b) and count(ab), which changes the score of every pair that holds one of them; exactly
@@ -22,6 +27,7 @@ alphabet limit, and HF's relabelled-BPE variant.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
@@ -42,9 +48,12 @@ def train_wordpiece(
     special_tokens: Iterable[str] = BERT_SPECIALS,
     prefix: str = "##",
     show_progress: bool = True,
+    score: str = "likelihood",
 ) -> list[str]:
     """The vocabulary (special tokens, then the alphabet, then merges in order) from normalized words (a Counter
-    or an iterable of words)."""
+    or an iterable of words); `score` is "likelihood" or "pmi" (module docstring)."""
+    if score not in ("likelihood", "pmi"):
+        raise ValueError(f"score={score!r}; expected 'likelihood' or 'pmi'")
     counts = words if isinstance(words, Counter) else Counter(words)
     specials = list(special_tokens)
     corpus = [(_split(w, prefix), c) for w, c in counts.items() if w]
@@ -65,15 +74,18 @@ def train_wordpiece(
             pairs_of[p[0]].add(p)
             pairs_of[p[1]].add(p)
 
-    def score(p: Pair) -> float:
-        return pair[p] / (sym[p[0]] * sym[p[1]])
+    N = sum(sym.values())
 
-    heap = [(-score(p), -n, p) for p, n in pair.items()]
+    def gain(p: Pair) -> float:
+        ratio = pair[p] / (sym[p[0]] * sym[p[1]])  # p(ab) / (p(a) p(b)) up to the constant N
+        return ratio if score == "pmi" else pair[p] * math.log(N * ratio)
+
+    heap = [(-gain(p), -n, p) for p, n in pair.items()]
     heapq.heapify(heap)
     bar = progress(total=vocab_size - len(vocab), desc="wordpiece merges", disable=None if show_progress else True)
     while len(vocab) < vocab_size and heap:
         neg, neg_n, p = heapq.heappop(heap)
-        if pair.get(p, 0) <= 0 or -neg != score(p) or -neg_n != pair[p]:
+        if pair.get(p, 0) <= 0 or -neg != gain(p) or -neg_n != pair[p]:
             continue  # stale: a fresher entry for this pair is in the heap (or it is gone)
         a, b = p
         new = a + b[len(prefix) :]
@@ -83,7 +95,7 @@ def train_wordpiece(
             bar.update(1)
         for q in touched | pairs_of[a] | pairs_of[b] | pairs_of[new]:  # every pair whose score changed
             if pair.get(q, 0) > 0:
-                heapq.heappush(heap, (-score(q), -pair[q], q))
+                heapq.heappush(heap, (-gain(q), -pair[q], q))
     bar.close()
     return vocab
 
@@ -129,6 +141,7 @@ def train_wordpiece_tokenizer(
     special_tokens: Iterable[str] = BERT_SPECIALS,
     lowercase: bool = True,
     show_progress: bool = True,
+    score: str = "likelihood",
 ) -> WordPieceTokenizer:
     """A BERT `WordPieceTokenizer` trained on `texts`: BERT normalization and pre-tokenization, then
     `train_wordpiece`; ids follow the vocabulary order (special tokens first)."""
@@ -136,5 +149,5 @@ def train_wordpiece_tokenizer(
     words = Counter(w for t in progress(texts, desc="count words", unit="doc", disable=None if show_progress else True)
                     for w in bert_pre_tokenize(bert_normalize(t, **norm)))  # fmt: skip
     specials = list(special_tokens)
-    vocab = train_wordpiece(words, vocab_size, specials, show_progress=show_progress)
+    vocab = train_wordpiece(words, vocab_size, specials, show_progress=show_progress, score=score)
     return WordPieceTokenizer({p: i for i, p in enumerate(vocab)}, special_tokens=specials, lowercase=lowercase)

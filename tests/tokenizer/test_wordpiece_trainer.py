@@ -13,13 +13,16 @@ from lmstack.tokenizer.wordpiece_trainer import _split, train_wordpiece, train_w
 from tests.tokenizer.texts import stdlib_text
 
 
-def test_first_merge_is_the_highest_likelihood_score() -> None:
-    # counts: "ab" x 5, "ac" x 10, "cc" x 1 -> symbols a 15, ##b 5, ##c 11, c 1
-    # score(a, ##b) = 5 / (15 * 5) = 0.067;  score(a, ##c) = 10 / (15 * 11) = 0.061;  score(c, ##c) = 1 / (1 * 11)
-    # = 0.091: the rare pair wins (BPE's frequency rule would merge a ##c first). After it, count(##c) = 10, so
-    # score(a, ##b) = score(a, ##c) = 1/15: a tie, which goes to the more frequent pair (a, ##c), then (a, ##b).
-    vocab = train_wordpiece(Counter({"ab": 5, "ac": 10, "cc": 1}), 8, special_tokens=["[UNK]"], show_progress=False)
-    assert vocab[:5] == ["[UNK]", "##b", "##c", "a", "c"]
+def test_merge_order_by_hand() -> None:
+    # counts: "ab" x 5, "ac" x 10, "cc" x 1 -> symbols a 15, ##b 5, ##c 11, c 1; N = 32
+    words = Counter({"ab": 5, "ac": 10, "cc": 1})
+    # likelihood gain n ln(n N / (n_a n_b)): (a ##b) 5 ln(160/75) = 3.79, (a ##c) 10 ln(320/165) = 6.62,
+    # (c ##c) ln(32/11) = 1.07 -> "ac". Then a 5, ##c 1: (a ##b) 5 ln(160/25) = 9.28 > (c ##c) ln 32 = 3.47.
+    vocab = train_wordpiece(words, 8, special_tokens=["[UNK]"], show_progress=False)
+    assert vocab[:5] == ["[UNK]", "##b", "##c", "a", "c"] and vocab[5:] == ["ac", "ab", "cc"]
+    # pmi n / (n_a n_b): (c ##c) 1/11 = 0.091 beats (a ##b) 5/75 and (a ##c) 10/165: the rare pair first. Then
+    # count(##c) = 10 and (a ##b) = (a ##c) = 1/15: the tie goes to the more frequent pair (a ##c).
+    vocab = train_wordpiece(words, 8, special_tokens=["[UNK]"], show_progress=False, score="pmi")
     assert vocab[5:] == ["cc", "ac", "ab"]
 
 
