@@ -60,7 +60,7 @@ def test_train_tokenizer_unigram(tmp_path, capsys):
     assert isinstance(tok, UnigramTokenizer) and tok.vocab_size == 400
     assert tok.special_tokens["<|endoftext|>"] == 1 and (out / "tokenizer.model").is_file()
     stats = json.loads((out / "stats.json").read_text())
-    assert 1.5 < stats["ours"]["bytes_per_token"] < 6
+    assert 1.2 < stats["ours"]["bytes_per_token"] < 6  # 140 learned pieces on 15 kB: a smoke test
 
 
 def test_train_tokenizer_wordpiece(tmp_path, capsys):
