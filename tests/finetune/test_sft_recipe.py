@@ -94,7 +94,7 @@ def test_sigterm_saves_adapter_checkpoint_and_exits_130(setup):
     d, base, data, _ = setup
     out = d / "sigterm"
     flags = [f"--model={base}", f"--data={data}", "--n_eval=0", "--forgetting_tokens=0", f"--out_dir={out}",
-             "--max_len=48", "--batch_size=8", "--max_steps=100000", "--log_every=1", "--threads=1", "--r=4"]  # fmt: skip
+             "--max_len=48", "--batch_size=8", "--max_steps=100000", "--log_every=1", "--threads=1"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "lmstack.cli", "lora", *flags], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     metrics = out / "metrics.jsonl"
