@@ -149,8 +149,8 @@ def main() -> None:
         )  # fmt: skip
         + "\n\n"
         + f"LoRA trainable / full: {rows[1]['trainable'] / full['trainable']:.2%} (target <= 1 %); QLoRA base "
-        f"weights / fp32: {rows[2]['base_weight_mb'] / full['base_weight_mb']:.2f}x (target <= 0.3x); LoRA step / full step: "
-        f"{rows[1]['step_s'] / full['step_s']:.2f}x (target <= 1). Teacher-forced vs generated verdicts agree on "
+        f"weights / fp32: {rows[2]['base_weight_mb'] / full['base_weight_mb']:.2f}x (target <= 0.3x); LoRA step / "
+        f"full step: {rows[1]['step_s'] / full['step_s']:.2f}x (target <= 1). Teacher-forced vs generated verdicts agree on "
         f"{rows[1].get('generate_agrees', float('nan')):.0%} of {args.n_generate} items.\n\n"
         "![methods](img/finetune_methods.png)"
     )
