@@ -142,16 +142,37 @@ def main() -> None:
         f"method (same batches; LoRA/QLoRA r=8 on q/k/v/o, prompt tuning 16 tokens), exact match on {args.n_eval} "
         f"held-out problems, {args.threads} threads.\n\n"
         + table(
-            ["method", "trainable", "% of full", "base weights MiB", "resident MiB", "peak train MiB", "step s",
-             "final loss", "held-out EM"],
-            [[r["method"], f"{r['trainable']:,}", 100 * r["trainable"] / full["trainable"], r["base_weight_mb"],
-              r["resident_mb"], r["peak_train_mb"], r["step_s"], r["final_loss"], r["exact_match"]] for r in rows],
+            [
+                "method",
+                "trainable",
+                "% of full",
+                "base weights MiB",
+                "resident MiB",
+                "peak train MiB",
+                "step s",
+                "final loss",
+                "held-out EM",
+            ],
+            [
+                [
+                    r["method"],
+                    f"{r['trainable']:,}",
+                    100 * r["trainable"] / full["trainable"],
+                    r["base_weight_mb"],
+                    r["resident_mb"],
+                    r["peak_train_mb"],
+                    r["step_s"],
+                    r["final_loss"],
+                    r["exact_match"],
+                ]
+                for r in rows
+            ],
         )  # fmt: skip
         + "\n\n"
         + f"LoRA trainable / full: {rows[1]['trainable'] / full['trainable']:.2%} (target <= 1 %); QLoRA base "
         f"weights / fp32: {rows[2]['base_weight_mb'] / full['base_weight_mb']:.2f}x (target <= 0.3x); LoRA step / "
-        f"full step: {rows[1]['step_s'] / full['step_s']:.2f}x (target <= 1). Teacher-forced vs generated verdicts agree on "
-        f"{rows[1].get('generate_agrees', float('nan')):.0%} of {args.n_generate} items.\n\n"
+        f"full step: {rows[1]['step_s'] / full['step_s']:.2f}x (target <= 1). Teacher-forced vs generated verdicts "
+        f"agree on {rows[1].get('generate_agrees', float('nan')):.0%} of {args.n_generate} items.\n\n"
         "![methods](img/finetune_methods.png)"
     )
     plot(rows, Path(__file__).resolve().parent.parent / "docs" / "img" / "finetune_methods.png")
