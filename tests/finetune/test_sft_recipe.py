@@ -10,13 +10,13 @@ import torch
 from lmstack.common.config import load_config
 from lmstack.common.log import read_jsonl
 from lmstack.finetune.sft import SFTConfig, train
-from tests.finetune.tiny import arithmetic, tiny_base, write_jsonl
+from tests.finetune.tiny import arithmetic, write_jsonl
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_base_dir):
     d = tmp_path_factory.mktemp("sft")
-    base = tiny_base(d / "base")
+    base = tiny_base_dir
     data = write_jsonl(d / "train.jsonl", arithmetic(64, 0))
     held = write_jsonl(d / "held.jsonl", arithmetic(16, 99))
     return d, base, data, held
