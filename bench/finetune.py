@@ -48,9 +48,10 @@ def one(method: str, args: argparse.Namespace) -> dict:
     from lmstack.finetune.chat_data import render_all
     from lmstack.finetune.exact_match import greedy_exact_match
     from lmstack.finetune.lora import trainable_report
+    from lmstack.finetune.methods import build
     from lmstack.finetune.packing import make_batch
     from lmstack.finetune.qlora import base_weight_bytes, release_memory, resident_mb
-    from lmstack.finetune.sft import SFTConfig, build, step_examples, train_step
+    from lmstack.finetune.sft import SFTConfig, step_examples, train_step
     from lmstack.train.optim import build_optimizer
 
     torch.set_num_threads(args.threads)
