@@ -127,16 +127,28 @@ def main() -> None:
     ap.add_argument("--n_generate", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--one", default="", help="internal: run one method and print its JSON")
+    ap.add_argument("--rows", default="", help="JSON lines of methods already measured (in METHODS order)")
+    ap.add_argument("--rerun", default="", help="comma-separated methods to re-measure (with --rows)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args)))
         return
-    rows = []
-    for method in METHODS:
-        cmd = [sys.executable, __file__, "--one", method] + [f"--{k}={v}" for k, v in vars(args).items() if k != "one"]
+    rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines()] if args.rows else []
+    for method in METHODS[len(rows) :] if not args.rerun else ():
+        cmd = [sys.executable, __file__, "--one", method]
+        cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in ("one", "rows", "rerun")]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
+    for method in args.rerun.split(",") if args.rerun else ():  # re-measure some methods, keep the others' rows
+        cmd = [sys.executable, __file__, "--one", method]
+        cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in ("one", "rows", "rerun")]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows[METHODS.index(method)] = json.loads(res.stdout.strip().splitlines()[-1])
+    report(rows, args)
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
     full = rows[0]
     body = (
         f"`bench/finetune.py`: {args.model}, {args.steps} steps of {args.batch_size} `arithmetic` conversations per "
