@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
+    "serve": Command("lmstack.serve.server", "ServeConfig", "main", "OpenAI-compatible server + web chat page"),
 }
 
 

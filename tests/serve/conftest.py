@@ -1,0 +1,64 @@
+"""Serving fixtures: a tiny saved model with a trained ChatML tokenizer, and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmstack.model import ModelConfig, Transformer, load_model
+from lmstack.tokenizer import Tokenizer
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 20 + 'é 你好 😀 {"a": [1, 2], "b": true} 0123456789'
+
+
+def make_model_dir(path: Path, max_seq_len: int = 256, d_model: int = 32, n_layers: int = 2) -> Path:
+    """A random model + a 300-token BPE tokenizer with ChatML tokens, saved as an HF directory."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer.train([TEXT], 300, special_tokens=specials, show_progress=False)
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=n_layers, d_model=d_model, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
+                      max_seq_len=max_seq_len)  # fmt: skip
+    cfg.eos_token_id = tok.eos_id
+    model = Transformer(cfg)
+    with torch.no_grad():  # sharper logits than the 0.02 init: greedy paths differ between prompts, no near-ties
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(path, tokenizer=tok)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("tiny-serve"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    return load_model(str(tiny_dir), device="cpu")
+
+
+class LiveServer:
+    """A uvicorn server for `app` on a free loopback port, in a thread of this process."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
