@@ -188,6 +188,7 @@ class Scheduler:
             self._emit(out, seq, num_new, copies)
             budget -= num_new
         assert out.num_tokens <= self.config.max_num_batched_tokens, f"budget exceeded: {out.num_tokens}"
+        assert out.seqs or not self.has_unfinished(), "no sequence could be scheduled: the scheduler is stuck"
         return out
 
     def _chunk_after_hits(self, seq: Sequence, hit_tokens: int, budget: int) -> int:

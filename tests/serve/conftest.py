@@ -16,6 +16,19 @@ from lmstack.tokenizer import Tokenizer
 TEXT = "the quick brown fox jumps over the lazy dog. " * 20 + 'é 你好 😀 {"a": [1, 2], "b": true} 0123456789'
 
 
+def sharpen(model: Transformer) -> Transformer:
+    """Make a random model depend on its context: at the 0.02 init attention is nearly uniform and small, so the
+    next token is almost a function of the current one (a KV-cache bug would go unnoticed). Scaling q/k sharpens
+    attention, scaling v/o makes it matter, and scaling the head makes greedy choices clear-cut (no near-ties
+    for float noise to flip)."""
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+        for block in model.blocks:
+            for proj in (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj, block.attn.o_proj):
+                proj.weight.mul_(4)
+    return model
+
+
 def make_model_dir(path: Path, max_seq_len: int = 256, d_model: int = 32, n_layers: int = 2) -> Path:
     """A random model + a 300-token BPE tokenizer with ChatML tokens, saved as an HF directory."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -24,9 +37,7 @@ def make_model_dir(path: Path, max_seq_len: int = 256, d_model: int = 32, n_laye
     cfg = ModelConfig(n_layers=n_layers, d_model=d_model, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
                       max_seq_len=max_seq_len)  # fmt: skip
     cfg.eos_token_id = tok.eos_id
-    model = Transformer(cfg)
-    with torch.no_grad():  # sharper logits than the 0.02 init: greedy paths differ between prompts, no near-ties
-        model.lm_head.weight.mul_(20)
+    model = sharpen(Transformer(cfg))
     model.save_pretrained(path, tokenizer=tok)
     return path
 

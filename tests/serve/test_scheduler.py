@@ -37,7 +37,9 @@ def test_chunked_prefill_shares_one_token_budget_fcfs():
 
 
 def test_max_prefill_chunk_and_max_num_seqs():
-    s = Scheduler(SchedulerConfig(block_size=4, num_blocks=20, max_num_seqs=2, max_num_batched_tokens=16, max_prefill_chunk=5))
+    s = Scheduler(
+        SchedulerConfig(block_size=4, num_blocks=20, max_num_seqs=2, max_num_batched_tokens=16, max_prefill_chunk=5)
+    )
     for name in "abc":
         s.add(seq(name, list(range(7))))
     assert step(s)[1] == [("a", 5), ("b", 5)]  # c waits: two sequences at most
@@ -46,7 +48,9 @@ def test_max_prefill_chunk_and_max_num_seqs():
 
 
 def test_without_chunked_prefill_a_prompt_waits_until_it_fits_whole():
-    s = Scheduler(SchedulerConfig(block_size=4, num_blocks=20, max_num_seqs=4, max_num_batched_tokens=10, chunked_prefill=False))
+    s = Scheduler(
+        SchedulerConfig(block_size=4, num_blocks=20, max_num_seqs=4, max_num_batched_tokens=10, chunked_prefill=False)
+    )
     s.add(seq("a", list(range(6))))
     s.add(seq("b", list(range(10, 15))))
     assert step(s)[1] == [("a", 6)]  # b (5) does not fit the 4 tokens left
@@ -67,7 +71,9 @@ def test_prefix_hit_skips_computed_blocks_and_counts_hits():
 
 
 def test_preemption_takes_the_newest_and_it_recomputes_from_the_front_of_the_queue():
-    s = Scheduler(SchedulerConfig(block_size=4, num_blocks=5, max_num_seqs=4, max_num_batched_tokens=16, prefix_caching=False))
+    s = Scheduler(
+        SchedulerConfig(block_size=4, num_blocks=5, max_num_seqs=4, max_num_batched_tokens=16, prefix_caching=False)
+    )
     s.add(seq("a", list(range(4)), max_tokens=8))  # 4 usable blocks of 4 tokens
     s.add(seq("b", list(range(4)), max_tokens=8))
     assert step(s)[1] == [("a", 4), ("b", 4)]  # blocks a:[1], b:[2]
