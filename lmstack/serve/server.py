@@ -298,7 +298,15 @@ def main(cfg: ServeConfig) -> int:
         access_log=cfg.access_log,
         timeout_graceful_shutdown=cfg.drain_timeout or None,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    handle_exit = server.handle_exit
+
+    def drain_then_exit(sig: int, frame: Any) -> None:  # uvicorn re-raises the signal after draining; we exit 0
+        handle_exit(sig, frame)
+        server._captured_signals.clear()
+
+    server.handle_exit = drain_then_exit
+    server.run(sockets=[sock])
     info("lmstack serve: stopped")
     return 0
 
