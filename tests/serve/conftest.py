@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -9,6 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 from lmstack.model import ModelConfig, Transformer, load_model
 from lmstack.tokenizer import Tokenizer
@@ -73,3 +78,29 @@ class LiveServer:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1200,900"]  # fmt: skip
+
+
+@pytest.fixture
+def browser(tmp_path):
+    # .ci/run installs both Debian packages; a missing browser is a broken set-up and must fail, not skip
+    assert shutil.which(CHROMIUM) and shutil.which(DRIVER), "apt-get install chromium chromium-driver"
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def set_field(driver, element_id: str, value: str) -> None:
+    box = driver.find_element(By.ID, element_id)
+    box.clear()
+    box.send_keys(value)

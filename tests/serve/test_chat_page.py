@@ -4,13 +4,8 @@ message, watch the reply stream in, and check it is the answer the API gives, wi
 from __future__ import annotations
 
 import re
-import shutil
 
 import openai
-import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -19,32 +14,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from lmstack.serve.engine import Engine, EngineConfig
 from lmstack.serve.server import build_app
 
-from .conftest import LiveServer
-
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1200,900"]  # fmt: skip
-
-
-@pytest.fixture
-def browser(tmp_path):
-    # .ci/run installs both Debian packages; a missing browser is a broken set-up and must fail, not skip
-    assert shutil.which(CHROMIUM) and shutil.which(DRIVER), "apt-get install chromium chromium-driver"
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-
-
-def set_field(driver, element_id: str, value: str) -> None:
-    box = driver.find_element(By.ID, element_id)
-    box.clear()
-    box.send_keys(value)
+from .conftest import LiveServer, set_field
 
 
 def test_chat_page_streams_the_same_reply_as_the_api(tiny, browser):
