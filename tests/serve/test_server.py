@@ -247,3 +247,19 @@ def test_api_key_queue_limit_disconnect_and_a_failing_request(tiny):
     finally:
         gate.set()
         server.close()
+
+
+def test_replicas_behind_a_load_balancer_answer_alike(tiny):
+    """`lmstack serve` keeps no state between requests but its cache, so N replicas behind any HTTP load balancer
+    answer a request identically whichever replica gets it (round robin here)."""
+    model, tok = tiny
+    replicas = [LiveServer(build_app(Engine(model, tok, ENGINE), tok, "tiny")) for _ in range(2)]
+    try:
+        clients = [openai.OpenAI(base_url=r.url + "/v1", api_key="x", max_retries=0) for r in replicas]
+        prompts = ["the quick", "the lazy dog", "fox", "the quick"]
+        answers = [[c.completions.create(model="tiny", prompt=p, max_tokens=8, temperature=0).choices[0].text
+                    for c in clients] for p in prompts]  # fmt: skip
+        assert all(a == b for a, b in answers) and answers[0] == answers[3]
+    finally:
+        for r in replicas:
+            r.close()
