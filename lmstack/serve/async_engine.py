@@ -33,6 +33,7 @@ class AsyncEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.pending = 0  # submitted, not yet added by the engine thread
+        self._pending_lock = threading.Lock()  # `pending` changes on both threads
         self.error: BaseException | None = None  # set if the engine thread died
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -65,7 +66,8 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         accepted, outputs = loop.create_future(), asyncio.Queue()
         self._streams[request_id] = (loop, outputs)
-        self.pending += 1
+        with self._pending_lock:
+            self.pending += 1
         self._send(("add", request_id, prompt, params, logprobs, accepted))
         try:
             await accepted
@@ -131,7 +133,8 @@ class AsyncEngine:
             kind = command[0]
             if kind == "add":
                 _, request_id, prompt, params, logprobs, accepted = command
-                self.pending -= 1
+                with self._pending_lock:
+                    self.pending -= 1
                 try:
                     self.engine.add_request(request_id, prompt, params, logprobs)
                 except Exception as e:
