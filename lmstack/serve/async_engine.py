@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from lmstack.generate.params import SamplingParams
-from lmstack.serve.engine import Engine, EngineMetrics, RequestOutput
+from lmstack.serve.engine import Engine
+from lmstack.serve.outputs import EngineMetrics, RequestOutput
 
 
 class AsyncEngine:

@@ -26,8 +26,8 @@ from fastapi.responses import StreamingResponse
 
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.stop import token_bytes
-from lmstack.serve.engine import CompletionOutput, RequestOutput, TokenLogprob
 from lmstack.serve.errors import APIError
+from lmstack.serve.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from lmstack.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from lmstack.tokenizer.chat import PLAIN_STOP, chat_stop_ids, has_chatml, render_prompt, template_system_prompt
 
