@@ -18,7 +18,7 @@ number of tokens. All requests arrive at t = 0 (an offline burst); TTFT counts q
   (e) `llama-server -t 2 -np CONCURRENCY` (continuous batching) measured by the same HTTP client as (a).
 2 torch threads, OMP_WAIT_POLICY=PASSIVE. The 2-core machine is shared with other engineers' jobs, so absolute
 numbers are noisy; (a) and (b) run twice, interleaved, and medians are quoted.
-Run: `flock /tmp/bench.lock .venv/bin/python bench/serve.py [--quick]` (~15 minutes; --quick ~4); writes
+Run: `flock /tmp/bench.lock .venv/bin/python bench/serve.py [--quick]` (~15 minutes; --quick ~5); writes
 docs/benchmarks.md (section "serve").
 """
 
@@ -52,10 +52,10 @@ from lmstack.serve.engine import Engine, EngineConfig  # noqa: E402
 
 THREADS = 2
 QUICK = "--quick" in sys.argv
-N_REQUESTS = 16 if QUICK else 48
-CONCURRENCY = 8 if QUICK else 16
+N_REQUESTS = 12 if QUICK else 32
+CONCURRENCY = 4 if QUICK else 8
 PROMPT_RANGE = (32, 512)  # tokens, log-uniform
-OUTPUT_RANGE = (8, 96) if QUICK else (8, 192)
+OUTPUT_RANGE = (8, 64) if QUICK else (8, 128)
 MODEL = "smollm2-135m"
 
 
