@@ -71,9 +71,10 @@ class Trace:
 
     times: list[list[float]] = field(default_factory=list)
     wall: float = 0.0
+    counts: list[int] | None = None  # tokens per request when a chunk may carry several (HTTP usage)
 
     def row(self, name: str, reqs: list[Req]) -> list[object]:
-        tokens = sum(len(t) for t in self.times)
+        tokens = sum(self.counts) if self.counts is not None else sum(len(t) for t in self.times)
         assert tokens == sum(r.out for r in reqs), f"{name}: {tokens} tokens, expected {sum(r.out for r in reqs)}"
         ttft = [t[0] for t in self.times]
         itl = [b - a for t in self.times for a, b in zip(t, t[1:])]
@@ -206,20 +207,25 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 async def http_burst(url: str, model: str, reqs: list[Req]) -> Trace:
-    """Send every request at once as a streaming completion; time each token (one chunk per token: logprobs=0
-    makes both servers send a chunk per token even when its text is an incomplete UTF-8 character)."""
+    """Send every request at once as a streaming completion; time each chunk. `logprobs=0` makes lmstack send a
+    chunk per token even when its text is an incomplete UTF-8 character; llama-server sends one chunk per token
+    but holds back incomplete characters, so a few of its gaps span two tokens. Token counts come from usage."""
     import openai
 
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=3600)
-    trace, t0 = Trace([[] for _ in reqs]), time.perf_counter()
+    trace, t0 = Trace([[] for _ in reqs], counts=[0] * len(reqs)), time.perf_counter()
 
     async def one(i: int, r: Req) -> None:
         stream = await client.completions.create(model=model, prompt=r.prompt, max_tokens=r.out, temperature=0,
-                                                 stream=True, logprobs=0, extra_body={"ignore_eos": True})  # fmt: skip
+                                                 stream=True, logprobs=0, stream_options={"include_usage": True},
+                                                 extra_body={"ignore_eos": True})  # fmt: skip
         async for chunk in stream:
+            if chunk.usage is not None:
+                trace.counts[i] = chunk.usage.completion_tokens
             for c in chunk.choices:
                 n = len(c.logprobs.tokens) if c.logprobs and c.logprobs.tokens else int(bool(c.text))
                 trace.times[i] += [time.perf_counter() - t0] * n
+        trace.counts[i] = trace.counts[i] or len(trace.times[i])
 
     await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
     trace.wall = time.perf_counter() - t0
@@ -251,8 +257,15 @@ def llama_server_binary() -> Path | None:
         return build()["llama-server"]
     except ImportError:
         home = Path(os.environ.get("LMSTACK_HOME", Path.home() / ".cache" / "lmstack")).expanduser()
-        with open("/tmp/llamacpp.lock", "w") as lock:  # a build in progress finishes first
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with open("/tmp/llamacpp.lock", "w") as lock:  # a build in progress: wait for it, up to 20 minutes
+            for _ in range(1200):
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(1)
+            else:
+                return None
             found = sorted(home.glob("llama.cpp/*/build/bin/llama-server"))
         return found[-1] if found else None
 
