@@ -226,7 +226,7 @@ def _completion_logprobs(s: Any, lps: list[TokenLogprob], offset: int) -> dict:
 async def completions(body: CompletionRequest, request: Request) -> Any:
     s = _state(request)
     _check_model(s, body)
-    if problem := body.unsupported():
+    if problem := body.problem():
         raise APIError(400, problem)
     prompts = _completion_prompts(s, body)
     max_tokens = _max_tokens(s, prompts, body.max_tokens, "max_tokens")
@@ -315,7 +315,7 @@ def _chat_logprobs(s: Any, lps: list[TokenLogprob] | None, top: bool) -> dict | 
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     s = _state(request)
     _check_model(s, body)
-    if problem := body.unsupported():
+    if problem := body.problem():
         raise APIError(400, problem, param="messages" if not body.messages else None)
     ids, stop_ids, stop_strings = _chat_prompt(s, body)
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens

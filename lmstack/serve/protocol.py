@@ -117,7 +117,8 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = Field(None, ge=1)
     suffix: str | None = None
 
-    def unsupported(self) -> str | None:
+    def problem(self) -> str | None:
+        """Why the request cannot be served (a 400), or None."""
         if self.suffix:
             return "suffix (insertion) is not supported"
         if self.best_of is not None and self.best_of != self.n:
@@ -153,7 +154,8 @@ class ChatCompletionRequest(SamplingFields):
     function_call: Any = None
     parallel_tool_calls: bool | None = None
 
-    def unsupported(self) -> str | None:
+    def problem(self) -> str | None:
+        """Why the request cannot be served (a 400), or None."""
         if self.tools or self.functions or self.tool_choice not in (None, "none") or self.function_call:
             return "tools / function calling are not supported"
         if not self.messages:
