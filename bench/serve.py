@@ -369,45 +369,7 @@ def prefill_vs_decode(model) -> list[list[object]]:
     return rows
 
 
-def main() -> None:
-    torch.set_num_threads(THREADS)
-    model, tok = load_model(MODEL, device="cpu")
-    V = model.config.vocab_size
-    reqs = workload(N_REQUESTS, seed=0, vocab=V)
-    print(f"workload: {len(reqs)} requests, prompts {sum(len(r.prompt) for r in reqs)} tokens, "
-          f"outputs {sum(r.out for r in reqs)} tokens", file=sys.stderr)  # fmt: skip
-    warm = reqs[:2]
-    run_static(model, warm, CONCURRENCY)
-    run_sequential(model, warm[:1])
-    traces: dict[str, list[Trace]] = {}
-    for _rep in range(2):  # (a) and (b) interleaved, twice
-        traces.setdefault("(a) lmstack serve", []).append(serve_lmstack(reqs))
-        print("a", traces["(a) lmstack serve"][-1].row("a", reqs), file=sys.stderr)
-        traces.setdefault("(b) static batching", []).append(run_static(model, reqs, CONCURRENCY))
-        print("b", traces["(b) static batching"][-1].row("b", reqs), file=sys.stderr)
-    engine = Engine(model, tok, EngineConfig(kv_cache_bytes=1_000_000_000, max_num_seqs=CONCURRENCY))
-    trace, waste = run_engine(engine, reqs)
-    traces["(a') engine in-process"] = [trace]
-    traces["(c) sequential lmstack generate()"] = [run_sequential(model, reqs)]
-    print("c done", file=sys.stderr)
-    import transformers
-
-    hf = transformers.AutoModelForCausalLM.from_pretrained(resolve_model(MODEL), dtype=torch.float32).eval()
-    run_hf(hf, warm[:1])
-    traces["(d) sequential transformers generate"] = [run_hf(hf, reqs)]
-    del hf
-    print("d done", file=sys.stderr)
-    llama = llama_server_binary()
-    gguf = source_path(MODEL)
-    note_llama = ""
-    if llama is not None:
-        traces["(e) llama-server, Q4_1 GGUF"] = [serve_llama(llama, gguf, reqs)]
-        with tempfile.TemporaryDirectory() as tmp:
-            f32 = f32_gguf(llama, gguf, Path(tmp))
-            if f32 is not None:
-                traces["(e') llama-server, same weights as F32"] = [serve_llama(llama, f32, reqs)]
-    else:
-        note_llama = "\n(e) skipped: no llama-server build found (run `python bench/llama_cpp.py` first).\n"
+def throughput_table(traces: dict[str, list[Trace]], reqs: list[Req]) -> str:
     rows = []
     for name, ts in traces.items():
         per = [t.row(name, reqs) for t in ts]
@@ -415,37 +377,85 @@ def main() -> None:
     base = next(r for r in rows if r[0].startswith("(b)"))[2]
     for r in rows:
         r.append(round(r[2] / base, 2))
-    alloc = sum(w[0] for w in waste)
-    used = sum(w[1] for w in waste)
-    reserved = sum(w[2] for w in waste)
-    max_len = model.config.max_seq_len * sum(w[3] for w in waste)
-    kv_rows = [
+    head = ["system", "requests/s", "output tok/s", "TTFT p50 s", "TTFT p99 s", "ITL p50 ms", "ITL p99 ms",
+            "tok/s vs static"]  # fmt: skip
+    return table(head, rows)
+
+
+def waste_table(waste: list[tuple[int, int, int, int]], max_seq_len: int) -> str:
+    alloc, used, reserved = (sum(w[k] for w in waste) for k in range(3))
+    max_len = max_seq_len * sum(w[3] for w in waste)
+    return table(["allocation", "waste"], [
         ["paged, 16-token blocks (this engine)", f"{(alloc - used) / alloc:.1%}"],
         ["contiguous, prompt + max_new_tokens per request (generate's cache)", f"{(reserved - used) / reserved:.1%}"],
-        [f"contiguous, max_seq_len ({model.config.max_seq_len}) per request", f"{(max_len - used) / max_len:.1%}"],
-    ]
-    print(rows, kv_rows, file=sys.stderr)
-    md = [f"### Serving SmolLM2-135M on CPU: {len(reqs)} requests at once, concurrency {CONCURRENCY}\n",
-          f"Prompts {PROMPT_RANGE[0]}-{PROMPT_RANGE[1]} tokens and outputs {OUTPUT_RANGE[0]}-{OUTPUT_RANGE[1]} tokens "
-          f"(log-uniform; {sum(len(r.prompt) for r in reqs)} prompt and {sum(r.out for r in reqs)} output tokens in "
-          "all), greedy, EOS ignored. TTFT includes queueing; ITL is the gap between consecutive tokens of a stream.\n",
-          table(["system", "requests/s", "output tok/s", "TTFT p50 s", "TTFT p99 s", "ITL p50 ms", "ITL p99 ms",
-                 "tok/s vs static"], rows), note_llama]  # fmt: skip
-    md += ["\n### KV-cache memory waste on that workload ((allocated - used) / allocated, averaged over steps)\n",
-           table(["allocation", "waste"], kv_rows)]  # fmt: skip
-    md += ["\n### Prefix caching: requests sharing a 1,000-token system prompt (+20 own tokens), one at a time\n",
-           table(["prefix caching", "TTFT first request s", "TTFT later requests (median) s", "hit rate"],
-                 prefix_caching(model, tok, 4 if QUICK else 8))]  # fmt: skip
-    md += ["\n### Chunked prefill: 8 streams decoding while a 2,000-token prompt arrives (t = 1.5 s)\n",
-           table(["chunked prefill", "ITL p50 ms", "ITL p99 ms", "ITL max ms", "long prompt TTFT s"],
-                 chunked_prefill(model, tok))]  # fmt: skip
-    md += [
+        [f"contiguous, max_seq_len ({max_seq_len}) per request", f"{(max_len - used) / max_len:.1%}"],
+    ])  # fmt: skip
+
+
+def main() -> None:
+    """Most important claims first; the section is rewritten after each part, so a cut-short run keeps what it
+    measured."""
+    torch.set_num_threads(THREADS)
+    model, tok = load_model(MODEL, device="cpu")
+    reqs = workload(N_REQUESTS, seed=0, vocab=model.config.vocab_size)
+    warm = reqs[:2]
+    run_static(model, warm, CONCURRENCY)
+    run_sequential(model, warm[:1])
+    intro = [f"### Serving SmolLM2-135M on CPU: {len(reqs)} requests at once, concurrency {CONCURRENCY}\n",
+             f"Prompts {PROMPT_RANGE[0]}-{PROMPT_RANGE[1]} tokens and outputs {OUTPUT_RANGE[0]}-{OUTPUT_RANGE[1]} "
+             f"tokens (log-uniform; {sum(len(r.prompt) for r in reqs)} prompt and {sum(r.out for r in reqs)} output "
+             "tokens in all), greedy, EOS ignored. TTFT includes queueing; ITL is the gap between consecutive tokens "
+             "of a stream. (a) and (b) ran twice, interleaved (medians); the others once.\n"]  # fmt: skip
+    traces: dict[str, list[Trace]] = {}
+    parts: list[str] = []
+
+    def publish(note: str = "") -> None:
+        body = "\n".join(intro + [throughput_table(traces, reqs), note] + parts)
+        print(body, file=sys.stderr)
+        write_section("serve", body)
+
+    for _rep in range(2):  # (a) and (b) interleaved, twice
+        traces.setdefault("(a) lmstack serve", []).append(serve_lmstack(reqs))
+        traces.setdefault("(b) static batching", []).append(run_static(model, reqs, CONCURRENCY))
+        publish()
+    engine = Engine(model, tok, EngineConfig(kv_cache_bytes=1_000_000_000, max_num_seqs=CONCURRENCY))
+    trace, waste = run_engine(engine, reqs)
+    traces["(a') the same engine in-process (no HTTP)"] = [trace]
+    parts += ["\n### KV-cache memory waste on that workload ((allocated - used) / allocated, over all steps)\n",
+              waste_table(waste, model.config.max_seq_len)]  # fmt: skip
+    publish()
+    parts += ["\n### Prefix caching: requests sharing a 1,000-token system prompt (+20 own tokens), one at a time\n",
+              table(["prefix caching", "TTFT first request s", "TTFT later requests (median) s", "hit rate"],
+                    prefix_caching(model, tok, 4 if QUICK else 8))]  # fmt: skip
+    parts += ["\n### Chunked prefill: 8 streams decoding while a 2,000-token prompt arrives (t = 1.5 s)\n",
+              table(["chunked prefill", "ITL p50 ms", "ITL p99 ms", "ITL max ms", "long prompt TTFT s"],
+                    chunked_prefill(model, tok))]  # fmt: skip
+    parts += [
         "\n### Prefill vs decode: one forward of SmolLM2-135M (fp32, 2 threads)\n",
         table(["step", "tokens", "ms", "tokens/s"], prefill_vs_decode(model)),
     ]
-    body = "\n".join(md)
-    print(body)
-    write_section("serve", body)
+    publish()
+    traces["(c) sequential lmstack generate()"] = [run_sequential(model, reqs)]
+    publish()
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(resolve_model(MODEL), dtype=torch.float32).eval()
+    run_hf(hf, warm[:1])
+    traces["(d) sequential transformers generate"] = [run_hf(hf, reqs)]
+    del hf
+    publish()
+    llama = llama_server_binary()
+    if llama is None:
+        publish("\n(e) not run: no llama-server build was available (`python bench/llama_cpp.py` builds it).\n")
+        return
+    gguf = source_path(MODEL)
+    traces["(e) llama-server, the Q4_1 GGUF"] = [serve_llama(llama, gguf, reqs)]
+    publish()
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = f32_gguf(llama, gguf, Path(tmp))
+        if f32 is not None:
+            traces["(e') llama-server, the same weights as F32"] = [serve_llama(llama, f32, reqs)]
+    publish()
 
 
 if __name__ == "__main__":
