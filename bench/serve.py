@@ -169,8 +169,9 @@ def run_engine(engine: Engine, reqs: list[Req], arrivals: list[float] | None = N
     return trace, waste
 
 
-def kv_waste(engine: Engine) -> tuple[int, int, int, int]:
-    """(slots allocated, slots holding a computed token, slots a contiguous cache would reserve, sequences)."""
+def kv_waste(engine: Engine) -> tuple[int, int, int, int, list[int]]:
+    """(slots allocated, slots holding a computed token, slots a contiguous cache would reserve, sequences, each
+    sequence's computed tokens)."""
     s = engine.scheduler
     bs = s.config.block_size
     held, used, reserved = set(), 0, 0
@@ -178,7 +179,7 @@ def kv_waste(engine: Engine) -> tuple[int, int, int, int]:
         held.update(s.tables.block_ids(seq))
         used += seq.num_computed
         reserved += seq.prompt_len + seq.max_tokens  # what generate()'s ContiguousKVCache allocates per row
-    return len(held) * bs, used, reserved, len(s.running)
+    return len(held) * bs, used, reserved, len(s.running), [seq.num_computed for seq in s.running]
 
 
 # ---- HTTP systems (lmstack serve, llama-server) ------------------------------------------------------------
@@ -382,11 +383,14 @@ def throughput_table(traces: dict[str, list[Trace]], reqs: list[Req]) -> str:
     return table(head, rows)
 
 
-def waste_table(waste: list[tuple[int, int, int, int]], max_seq_len: int) -> str:
+def waste_table(waste: list[tuple], max_seq_len: int) -> str:
     alloc, used, reserved = (sum(w[k] for w in waste) for k in range(3))
     max_len = max_seq_len * sum(w[3] for w in waste)
+    other = {bs: sum(-(-n // bs) * bs for w in waste for n in w[4]) for bs in (8, 32)}  # same lengths, other blocks
     return table(["allocation", "waste"], [
-        ["paged, 16-token blocks (this engine)", f"{(alloc - used) / alloc:.1%}"],
+        ["paged, 16-token blocks (this engine, measured)", f"{(alloc - used) / alloc:.1%}"],
+        ["paged, 8-token blocks (same sequence lengths)", f"{(other[8] - used) / other[8]:.1%}"],
+        ["paged, 32-token blocks (same sequence lengths)", f"{(other[32] - used) / other[32]:.1%}"],
         ["contiguous, prompt + max_new_tokens per request (generate's cache)", f"{(reserved - used) / reserved:.1%}"],
         [f"contiguous, max_seq_len ({max_seq_len}) per request", f"{(max_len - used) / max_len:.1%}"],
     ])  # fmt: skip
