@@ -258,8 +258,8 @@ def llama_server_binary() -> Path | None:
         return build()["llama-server"]
     except ImportError:
         home = Path(os.environ.get("LMSTACK_HOME", Path.home() / ".cache" / "lmstack")).expanduser()
-        with open("/tmp/llamacpp.lock", "w") as lock:  # a build in progress: wait for it, up to 20 minutes
-            for _ in range(1200):
+        with open("/tmp/llamacpp.lock", "w") as lock:  # a build in progress: wait for it, up to 10 minutes
+            for _ in range(600):
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
