@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -104,3 +108,35 @@ def set_field(driver, element_id: str, value: str) -> None:
     box = driver.find_element(By.ID, element_id)
     box.clear()
     box.send_keys(value)
+
+
+class ServerProcess:
+    """`python -m lmstack.serve.server ...` with its stderr collected; `url` once it listens."""
+
+    def __init__(self, *args: str) -> None:
+        cmd = [sys.executable, "-m", "lmstack.serve.server", "--port=0", "--log_level=warning", *args]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.lines: list[str] = []
+        self.url = ""
+        started = threading.Event()
+
+        def drain() -> None:
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                if m := re.search(r"listening on (http://\S+)", line):
+                    self.url = m.group(1)
+                    started.set()
+            started.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        started.wait(120)
+        assert self.url, "server did not start:\n" + "".join(self.lines)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,39 +12,7 @@ import pytest
 
 from lmstack.cli import main
 
-from .conftest import make_model_dir
-
-
-class ServerProcess:
-    """`python -m lmstack.serve.server ...` with its stderr collected; `url` once it listens."""
-
-    def __init__(self, *args: str) -> None:
-        cmd = [sys.executable, "-m", "lmstack.serve.server", "--port=0", "--log_level=warning", *args]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.lines: list[str] = []
-        self.url = ""
-        started = threading.Event()
-
-        def drain() -> None:
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                if m := re.search(r"listening on (http://\S+)", line):
-                    self.url = m.group(1)
-                    started.set()
-            started.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        started.wait(120)
-        assert self.url, "server did not start:\n" + "".join(self.lines)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+from .conftest import ServerProcess, make_model_dir
 
 
 def refused(url: str) -> bool:

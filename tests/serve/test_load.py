@@ -11,7 +11,7 @@ import urllib.request
 import openai
 import pytest
 
-from .test_lifecycle import ServerProcess
+from .conftest import ServerProcess
 
 pytestmark = pytest.mark.slow
 
