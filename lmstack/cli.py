@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "prefix-tune": Command("lmstack.finetune.sft", "PrefixTuneConfig", "main", "prefix tuning -> PEFT adapter"),
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
+    "serve": Command("lmstack.serve.server", "ServeConfig", "main", "OpenAI-compatible server + web chat page"),
 }
 
 
