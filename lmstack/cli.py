@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "calc": Command("lmstack.model.calc", "CalcConfig", "main", "parameters, FLOPs, memory and KV-cache sizes"),
     "prepare-data": Command("lmstack.data.prepare", "PrepareConfig", "main", "dedup + tokenize a corpus into shards"),
     "pretrain": Command("lmstack.train.pretrain", "PretrainConfig", "main", "pretrain a transformer on token shards"),
+    "distill": Command("lmstack.train.distill", "DistillConfig", "main", "distill a teacher into a small student"),
     "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
     "sft": Command("lmstack.finetune.sft", "SFTConfig", "main", "supervised fine-tuning (full; --method for others)"),
@@ -44,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
     "eval": Command("lmstack.eval.run", "EvalConfig", "main", "score a model on benchmarks (cached, with CIs)"),
     "report": Command("lmstack.eval.report_card", "ReportConfig", "main", "one-page report card of a model"),
+    "serve": Command("lmstack.serve.server", "ServeConfig", "main", "OpenAI-compatible server + web chat page"),
 }
 
 

@@ -12,13 +12,13 @@ from lmstack.finetune.peft_format import lora_config, save_lora, save_prompt_ada
 from lmstack.finetune.prefix_tuning import PrefixTuning
 from lmstack.model import Transformer
 from tests.finetune.test_lora import randomize_B
-from tests.finetune.tiny import tiny_base
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
+def dirs(tmp_path_factory, tiny_base_dir):
     d = tmp_path_factory.mktemp("cli")
-    base = tiny_base(d / "base")
+    base = d / "base"
+    base.symlink_to(tiny_base_dir)
     from lmstack.tokenizer import Tokenizer
 
     tok = Tokenizer.load(base)
