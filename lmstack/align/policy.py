@@ -1,0 +1,81 @@
+"""The policy being aligned and its frozen reference: loading, freezing, and the model half of a checkpoint.
+
+The policy is any model `lmstack.model.load_model` reads (a local name such as `smollm2-135m`, an HF directory,
+a speedrun checkpoint, a .gguf file), trained in full (every parameter). Dropout is switched off, as TRL's
+`disable_dropout=True` does: a preference loss compares log-probs of the policy with those of the reference, and
+dropout noise would make that comparison random even at step 0.
+
+The reference policy pi_ref (DPO's and GRPO's KL anchor) is a frozen copy: `requires_grad=False`, eval mode,
+never handed to the optimizer. Checkpoints are HF model directories (`Transformer.save_pretrained`) plus
+`trainer_state/` (`lmstack.train.checkpoint`), so `<out_dir>/checkpoint` is itself a model every command loads.
+Left out: adapters (LoRA) as the trained part, with the base as an implicit reference (the fine-tuning stage's
+adapters would slot in here), and sharing one set of weights between policy and reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmstack.common.seed import pick_device
+from lmstack.model import Transformer, load_model
+from lmstack.tokenizer import Tokenizer
+
+
+def setup_device(device: str, threads: int) -> str:
+    """Resolve `--device` and set the CPU thread count (0 = all cores)."""
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    return pick_device(device)
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def load_policy(spec: str, device: str) -> tuple[Transformer, Tokenizer]:
+    """The trainable policy (float32, train mode, no dropout) and its tokenizer."""
+    model, tok = load_model(spec, device=device, dtype="float32")
+    return disable_dropout(model).train(), tok
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """A frozen copy: no gradients, eval mode; its weights never change."""
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def checkpoint_fns(model: Transformer, tok: Tokenizer) -> tuple[Any, Any]:
+    """(save_model(state_dict, dir), load_weights(dir) -> state_dict) for `lmstack.train.checkpoint`."""
+
+    def save_model(msd: dict[str, torch.Tensor], d: Path) -> None:
+        plain = Transformer.without_init(model.config)
+        plain.load_state_dict(msd)
+        plain.save_pretrained(d, tokenizer=tok)
+
+    def load_weights(d: Path) -> dict[str, torch.Tensor]:
+        return Transformer.from_pretrained(d, dtype="float32").state_dict()
+
+    return save_model, load_weights
+
+
+def digest(items: Any) -> str:
+    """A short sha256 of JSON-able data (a run's identity records which data it trained on)."""
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_out_dir(out: Path, resume: bool, overwrite: bool, ckpt: str = "checkpoint") -> None:
+    """Refuse to start fresh over an existing checkpoint unless --overwrite."""
+    if not resume and (out / ckpt).exists() and not overwrite:
+        raise ValueError(f"--out_dir: {out} already has a checkpoint; pass --resume to continue or --overwrite")
