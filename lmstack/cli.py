@@ -36,6 +36,10 @@ COMMANDS: dict[str, Command] = {
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
+    "reward": Command("lmstack.align.reward", "RewardConfig", "main", "train a reward model on preference pairs"),
+    "dpo": Command("lmstack.align.dpo", "DPOConfig", "main", "preference-tune a model: DPO / cDPO / robust / IPO"),
+    "orpo": Command("lmstack.align.orpo", "ORPOConfig", "main", "SFT + odds-ratio preference tuning in one stage"),
+    "grpo": Command("lmstack.align.grpo", "GRPOConfig", "main", "RL from verifiable rewards with group advantages"),
 }
 
 

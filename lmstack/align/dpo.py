@@ -33,7 +33,15 @@ from lmstack.align.batching import Rows, batch_indices
 from lmstack.align.dpo_loss import check_dpo_args, dpo_loss
 from lmstack.align.evaluate import pair_logps, preference_metrics
 from lmstack.align.logprobs import sequence_logprobs, trim
-from lmstack.align.policy import check_out_dir, checkpoint_fns, digest, frozen, load_policy, setup_device
+from lmstack.align.policy import (
+    check_out_dir,
+    checkpoint_fns,
+    digest,
+    frozen,
+    load_policy,
+    setup_device,
+    train_last_layers,
+)
 from lmstack.align.preferences import encode_pairs, load_pairs, select
 from lmstack.common.atomic import atomic_write_bytes, atomic_write_text
 from lmstack.common.config import config_to_dict
@@ -64,6 +72,7 @@ class DPOConfig:
     beta: float = 0.1  # KL strength: implicit reward = beta * log(pi / pi_ref); IPO's tau
     label_smoothing: float = 0.0  # cdpo / robust: probability that a preference label is flipped
     reference: str = "precompute"  # precompute (reference log-probs once, before training) | frozen (a copy)
+    train_layers: int = 0  # train only the last N transformer blocks (+ final norm); 0 = every parameter
     max_len: int = 256  # longest row (prompt + completion) in tokens; longer rows keep the prompt's end
     # batch and budget
     batch_size: int = 8  # preference pairs per optimizer step
@@ -189,12 +198,14 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     ref_model = None  # precompute: the reference's log-probs are all in `refs`
     if cfg.reference == "frozen":
         ref_model = frozen(load_policy(cfg.ref_model, device)[0] if cfg.ref_model else policy)
+    trainable = train_last_layers(policy, cfg.train_layers)
+    info(f"dpo: {trainable / 1e6:.2f} M trainable parameters")
     opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
     identity = {
         "model": cfg.model,
         "ref_model": cfg.ref_model,
         "data": digest([vars(p) for p in train_pairs]),
-        **{k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "loss_type", "beta", "seed")},
+        **{k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "train_layers", "loss_type", "beta", "seed")},
     }
     save_model, load_weights = checkpoint_fns(policy, tok)
     state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}

@@ -32,7 +32,7 @@ from lmstack.align.batching import Rows, batch_indices
 from lmstack.align.curves import plot_curves
 from lmstack.align.grpo_loss import LOSS_TYPES, SCALES, group_advantages, grpo_loss
 from lmstack.align.logprobs import token_logprobs, trim
-from lmstack.align.policy import check_out_dir, checkpoint_fns, frozen, load_policy, setup_device
+from lmstack.align.policy import check_out_dir, checkpoint_fns, frozen, load_policy, setup_device, train_last_layers
 from lmstack.align.rollouts import Rollouts, rollout
 from lmstack.align.tasks import REWARDS, Problem, splits
 from lmstack.common.atomic import atomic_write_text
@@ -71,6 +71,7 @@ class GRPOConfig:
     epsilon: float = 0.2  # clip range below 1 of the ratio pi / pi_old
     epsilon_high: float = 0.0  # clip range above 1 (0 = --epsilon; DAPO's clip-higher uses ~0.28)
     num_iterations: int = 1  # optimizer steps per batch of rollouts (mu); > 1 makes the clipping matter
+    train_layers: int = 0  # train only the last N transformer blocks (+ final norm); 0 = every parameter
     micro_batch: int = 8  # rows per forward/backward (gradient accumulation over the step's rows)
     # budget and optimizer
     max_steps: int = 40  # rollout steps
@@ -213,9 +214,11 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     policy, tok = load_policy(cfg.model, device)
     train_problems, eval_problems = splits(cfg.task, cfg.n_train, cfg.n_eval, cfg.seed)
     ref_model = frozen(policy) if cfg.beta > 0 else None  # the initial policy, before any checkpoint is loaded
+    trainable = train_last_layers(policy, cfg.train_layers)
+    info(f"grpo: {trainable / 1e6:.2f} M trainable parameters")
     opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
     identity = {"model": cfg.model, **{k: getattr(cfg, k) for k in ("task", "n_train", "prompts_per_step",
-                "group_size", "max_steps", "lr", "beta", "seed")}}  # fmt: skip
+                "group_size", "max_steps", "lr", "train_layers", "beta", "seed")}}  # fmt: skip
     save_model, load_weights = checkpoint_fns(policy, tok)
     out.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "rollout_s": 0.0}

@@ -28,7 +28,7 @@ from lmstack.align.batching import Rows, batch_indices
 from lmstack.align.evaluate import pair_logps, preference_metrics
 from lmstack.align.logprobs import token_logprobs, trim
 from lmstack.align.orpo_loss import orpo_loss
-from lmstack.align.policy import check_out_dir, checkpoint_fns, digest, load_policy, setup_device
+from lmstack.align.policy import check_out_dir, checkpoint_fns, digest, load_policy, setup_device, train_last_layers
 from lmstack.align.preferences import encode_pairs, load_pairs, select
 from lmstack.common.atomic import atomic_write_text
 from lmstack.common.config import config_to_dict
@@ -54,6 +54,7 @@ class ORPOConfig:
     resume: bool = False  # continue exactly from <out_dir>/checkpoint
     overwrite: bool = False  # allow starting fresh over an existing <out_dir>/checkpoint
     lam: float = 0.1  # weight of the odds-ratio term (TRL calls it beta)
+    train_layers: int = 0  # train only the last N transformer blocks (+ final norm); 0 = every parameter
     max_len: int = 256  # longest row (prompt + completion) in tokens; longer rows keep the prompt's end
     batch_size: int = 8  # preference pairs per optimizer step
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -140,9 +141,15 @@ def train(cfg: ORPOConfig) -> dict[str, Any]:
     train_rows, eval_rows = encode_pairs(tok, train_pairs, cfg.max_len), encode_pairs(tok, eval_pairs, cfg.max_len)
     info(f"orpo: {len(train_pairs)} training pairs, {len(eval_pairs)} held-out, lambda {cfg.lam}")
     out.mkdir(parents=True, exist_ok=True)
+    trainable = train_last_layers(model, cfg.train_layers)
+    info(f"orpo: {trainable / 1e6:.2f} M trainable parameters")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    identity = {"model": cfg.model, "data": digest([vars(p) for p in train_pairs]),
-                **{k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "lam", "seed")}}  # fmt: skip
+    keys = ("batch_size", "max_steps", "lr", "train_layers", "lam", "seed")
+    identity = {
+        "model": cfg.model,
+        "data": digest([vars(p) for p in train_pairs]),
+        **{k: getattr(cfg, k) for k in keys},
+    }
     save_model, load_weights = checkpoint_fns(model, tok)
     state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
     log = JsonlLogger(out / "metrics.jsonl", append=cfg.resume)

@@ -1,7 +1,8 @@
 """The policy being aligned and its frozen reference: loading, freezing, and the model half of a checkpoint.
 
 The policy is any model `lmstack.model.load_model` reads (a local name such as `smollm2-135m`, an HF directory,
-a speedrun checkpoint, a .gguf file), trained in full (every parameter). Dropout is switched off, as TRL's
+a speedrun checkpoint, a .gguf file), trained in full or, with `train_layers = k`, only its last k blocks and
+final norm (the rest frozen: cheaper backward passes and optimizer state on a CPU). Dropout is switched off, as TRL's
 `disable_dropout=True` does: a preference loss compares log-probs of the policy with those of the reference, and
 dropout noise would make that comparison random even at step 0.
 
@@ -46,6 +47,21 @@ def load_policy(spec: str, device: str) -> tuple[Transformer, Tokenizer]:
     """The trainable policy (float32, train mode, no dropout) and its tokenizer."""
     model, tok = load_model(spec, device=device, dtype="float32")
     return disable_dropout(model).train(), tok
+
+
+def train_last_layers(model: Transformer, n_layers: int) -> int:
+    """Freeze all but the last `n_layers` blocks and the final norm (0 = train everything); return the number of
+    trainable parameters. On a CPU this is what makes a 135M-parameter policy step in seconds: the backward pass
+    stops at the first trainable block and the optimizer touches a fraction of the weights (the embedding, tied
+    to the LM head in SmolLM2, stays frozen)."""
+    if n_layers > 0:
+        if n_layers > len(model.blocks):
+            raise ValueError(f"--train_layers={n_layers}, but the model has {len(model.blocks)} blocks")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in [*model.blocks[-n_layers:].parameters(), *model.norm.parameters()]:
+            p.requires_grad_(True)
+    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
 
 
 def frozen(model: nn.Module) -> nn.Module:

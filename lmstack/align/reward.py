@@ -28,7 +28,7 @@ import yaml
 
 from lmstack.align.batching import Rows, batch_indices
 from lmstack.align.logprobs import trim
-from lmstack.align.policy import check_out_dir, digest, disable_dropout, setup_device
+from lmstack.align.policy import check_out_dir, digest, disable_dropout, setup_device, train_last_layers
 from lmstack.align.preferences import encode_pairs, load_pairs, select
 from lmstack.align.reward_model import RewardModel, bradley_terry_loss
 from lmstack.common.atomic import atomic_write_text
@@ -57,6 +57,7 @@ class RewardConfig:
     resume: bool = False  # continue exactly from <out_dir>/checkpoint
     overwrite: bool = False  # allow starting fresh over an existing <out_dir>/checkpoint
     center_coef: float = 0.0  # weight of the reward-centering term mean((r_w + r_l)^2) (0 = off)
+    train_layers: int = 0  # train only the last N transformer blocks (+ final norm); 0 = every parameter
     max_len: int = 256  # longest row (prompt + completion) in tokens; longer rows keep the prompt's end
     batch_size: int = 8  # preference pairs per optimizer step
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -161,9 +162,11 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     train_rows, eval_rows = encode_pairs(tok, train_pairs, cfg.max_len), encode_pairs(tok, eval_pairs, cfg.max_len)
     info(f"reward: {len(train_pairs)} training pairs, {len(eval_pairs)} held-out")
     out.mkdir(parents=True, exist_ok=True)
+    trainable = train_last_layers(model.backbone, cfg.train_layers) + model.score.weight.numel()
+    info(f"reward: {trainable / 1e6:.2f} M trainable parameters")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     identity = {"model": cfg.model, "data": digest([vars(p) for p in train_pairs]),
-                **{k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "seed")}}  # fmt: skip
+                **{k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "train_layers", "seed")}}  # fmt: skip
 
     def save_model(msd: dict[str, torch.Tensor], d: Path) -> None:
         with torch.random.fork_rng(devices=[]):  # the throwaway head init must not move the saved RNG state
