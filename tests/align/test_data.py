@@ -43,7 +43,8 @@ def test_missing_and_empty_files(tmp_path):
 
 
 def test_user_split_is_fixed_and_disjoint(tmp_path):
-    f = write(tmp_path / "p.jsonl", [json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"}) for i in range(20)])
+    lines = [json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"}) for i in range(20)]
+    f = write(tmp_path / "p.jsonl", lines)
     train, held = load_pairs(str(f), "", 0.25, "chain_sum", 0, 0, seed=1)
     assert len(train) == 15 and len(held) == 5
     assert {p.prompt for p in train}.isdisjoint({p.prompt for p in held})
