@@ -30,6 +30,7 @@ import yaml
 from safetensors.torch import load_file, save
 
 from lmstack.align.batching import Rows, batch_indices
+from lmstack.align.curves import plot_curves
 from lmstack.align.dpo_loss import check_dpo_args, dpo_loss
 from lmstack.align.evaluate import pair_logps, preference_metrics
 from lmstack.align.logprobs import sequence_logprobs, trim
@@ -185,6 +186,7 @@ def train_step(
 
 def train(cfg: DPOConfig) -> dict[str, Any]:
     """Run DPO; return the held-out metrics before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     device = setup_device(cfg.device, cfg.threads)
     out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
     check_out_dir(out, cfg.resume, cfg.overwrite)
@@ -235,9 +237,15 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
     after = evaluate(cfg, policy, eval_rows.to(device), refs["eval"])
-    log.log(step=state["step"], final=True, **after)
+    timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
+    log.log(step=state["step"], final=True, **after, **timing)
+    panels = [
+        ("loss", ["loss", "eval_loss"]),
+        ("accuracy", ["reward_accuracy", "pref_accuracy", "eval_reward_accuracy"]),
+    ]
+    plot = plot_curves(out, panels, f"DPO ({cfg.loss_type}, beta {cfg.beta}): {cfg.model}")
     return {"before": before, "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "checkpoint": str(ckpt)}  # fmt: skip
+            "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
 def loop(
@@ -276,8 +284,9 @@ def main(cfg: DPOConfig) -> int:
     if result.get("stopped"):
         return 130 if result.get("interrupted") else 0
     b, a = result["before"], result["after"]
-    print(f"steps={result['steps']} train_s={result['train_s']:.1f} pref_accuracy={b['pref_accuracy']:.3f}->"
-          f"{a['pref_accuracy']:.3f} logp_margin={b['logp_margin']:.3f}->{a['logp_margin']:.3f} "
+    print(f"steps={result['steps']} wall_s={result['wall_s']:.0f} cpu_s={result['cpu_s']:.0f} "
+          f"pref_accuracy={b['pref_accuracy']:.3f}->{a['pref_accuracy']:.3f} "
+          f"logp_margin={b['logp_margin']:.3f}->{a['logp_margin']:.3f} "
           f"eval_reward_accuracy={a['eval_reward_accuracy']:.3f} checkpoint={result['checkpoint']}")  # fmt: skip
     return 0
 

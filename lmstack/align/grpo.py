@@ -208,6 +208,7 @@ def train_step(
 
 def train(cfg: GRPOConfig) -> dict[str, Any]:
     """Run GRPO; return held-out reward before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     device = setup_device(cfg.device, cfg.threads)
     out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
     check_out_dir(out, cfg.resume, cfg.overwrite)
@@ -247,11 +248,12 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
     after = evaluate(cfg, policy, tok, eval_problems)
-    log.log(step=state["step"], final=True, **after)
+    timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
+    log.log(step=state["step"], final=True, **after, **timing)
     plot = plot_curves(out, [("reward", ["reward", "eval_reward"]), ("KL to reference", ["kl"])],
                        f"GRPO on {cfg.task}: {cfg.model}")  # fmt: skip
     return {"before": state["before"], "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "rollout_s": state["rollout_s"], "checkpoint": str(ckpt), "plot": str(plot)}  # fmt: skip
+            "rollout_s": state["rollout_s"], "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
 def loop(
@@ -296,7 +298,8 @@ def main(cfg: GRPOConfig) -> int:
         return 130 if result.get("interrupted") else 0
     b, a = result["before"], result["after"]
     parts = " ".join(f"eval_{n}={b[f'eval_{n}']:.3f}->{a[f'eval_{n}']:.3f}" for n in cfg.rewards)
-    print(f"steps={result['steps']} train_s={result['train_s']:.1f} rollout_s={result['rollout_s']:.1f} "
+    print(f"steps={result['steps']} wall_s={result['wall_s']:.0f} cpu_s={result['cpu_s']:.0f} "
+          f"rollout_s={result['rollout_s']:.1f} "
           f"eval_reward={b['eval_reward']:.3f}->{a['eval_reward']:.3f} {parts} plot={result['plot']} "
           f"checkpoint={result['checkpoint']}")  # fmt: skip
     return 0

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from lmstack.align.batching import Rows, batch_indices
+from lmstack.align.curves import plot_curves
 from lmstack.align.evaluate import pair_logps, preference_metrics
 from lmstack.align.logprobs import token_logprobs, trim
 from lmstack.align.orpo_loss import orpo_loss
@@ -132,6 +133,7 @@ def train_step(cfg: ORPOConfig, model: Any, opt: torch.optim.Optimizer, rows: Ro
 
 def train(cfg: ORPOConfig) -> dict[str, Any]:
     """Run ORPO; return the held-out metrics before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     device = setup_device(cfg.device, cfg.threads)
     out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
     check_out_dir(out, cfg.resume, cfg.overwrite)
@@ -176,9 +178,12 @@ def train(cfg: ORPOConfig) -> dict[str, Any]:
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
     after = evaluate(cfg, model, eval_rows.to(device))
-    log.log(step=state["step"], final=True, **after)
+    timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
+    log.log(step=state["step"], final=True, **after, **timing)
+    panels = [("loss", ["loss", "nll", "eval_loss"]), ("held-out preference accuracy", ["pref_accuracy"])]
+    plot = plot_curves(out, panels, f"ORPO (lambda {cfg.lam}): {cfg.model}")
     return {"before": state["before"], "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "checkpoint": str(ckpt)}  # fmt: skip
+            "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
 def loop(
@@ -212,9 +217,9 @@ def main(cfg: ORPOConfig) -> int:
     if result.get("stopped"):
         return 130 if result.get("interrupted") else 0
     b, a = result["before"], result["after"]
-    print(f"steps={result['steps']} train_s={result['train_s']:.1f} pref_accuracy={b['pref_accuracy']:.3f}->"
-          f"{a['pref_accuracy']:.3f} eval_loss={b['eval_loss']:.3f}->{a['eval_loss']:.3f} "
-          f"checkpoint={result['checkpoint']}")  # fmt: skip
+    print(f"steps={result['steps']} wall_s={result['wall_s']:.0f} cpu_s={result['cpu_s']:.0f} "
+          f"pref_accuracy={b['pref_accuracy']:.3f}->{a['pref_accuracy']:.3f} "
+          f"eval_loss={b['eval_loss']:.3f}->{a['eval_loss']:.3f} checkpoint={result['checkpoint']}")  # fmt: skip
     return 0
 
 

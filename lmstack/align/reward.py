@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from lmstack.align.batching import Rows, batch_indices
+from lmstack.align.curves import plot_curves
 from lmstack.align.logprobs import trim
 from lmstack.align.policy import check_out_dir, digest, disable_dropout, setup_device, train_last_layers
 from lmstack.align.preferences import encode_pairs, load_pairs, select
@@ -153,6 +154,7 @@ def train_step(cfg: RewardConfig, model: RewardModel, opt: torch.optim.Optimizer
 
 def train(cfg: RewardConfig) -> dict[str, Any]:
     """Train the reward model; return held-out accuracy before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     device = setup_device(cfg.device, cfg.threads)
     out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
     check_out_dir(out, cfg.resume, cfg.overwrite)
@@ -198,9 +200,12 @@ def train(cfg: RewardConfig) -> dict[str, Any]:
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
     after = evaluate(cfg, model, eval_rows.to(device))
-    log.log(step=state["step"], final=True, **after)
+    timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
+    log.log(step=state["step"], final=True, **after, **timing)
+    panels = [("loss", ["loss", "eval_loss"]), ("accuracy", ["accuracy", "eval_accuracy"])]
+    plot = plot_curves(out, panels, f"reward model: {cfg.model}")
     return {"before": state["before"], "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "checkpoint": str(ckpt)}  # fmt: skip
+            "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
 def loop(
@@ -234,8 +239,9 @@ def main(cfg: RewardConfig) -> int:
     if result.get("stopped"):
         return 130 if result.get("interrupted") else 0
     b, a = result["before"], result["after"]
-    print(f"steps={result['steps']} train_s={result['train_s']:.1f} eval_accuracy={b['eval_accuracy']:.3f}->"
-          f"{a['eval_accuracy']:.3f} eval_margin={a['eval_margin']:.3f} checkpoint={result['checkpoint']}")  # fmt: skip
+    print(f"steps={result['steps']} wall_s={result['wall_s']:.0f} cpu_s={result['cpu_s']:.0f} "
+          f"eval_accuracy={b['eval_accuracy']:.3f}->{a['eval_accuracy']:.3f} "
+          f"eval_margin={a['eval_margin']:.3f} checkpoint={result['checkpoint']}")  # fmt: skip
     return 0
 
 
