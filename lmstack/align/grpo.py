@@ -36,7 +36,7 @@ from lmstack.align.policy import check_out_dir, checkpoint_fns, frozen, load_pol
 from lmstack.align.rollouts import Rollouts, rollout
 from lmstack.align.tasks import REWARDS, Problem, splits
 from lmstack.common.atomic import atomic_write_text
-from lmstack.common.config import config_to_dict
+from lmstack.common.config import config_to_dict, section
 from lmstack.common.log import JsonlLogger, info, progress
 from lmstack.common.signals import interruptible
 from lmstack.generate import SamplingParams
@@ -45,6 +45,10 @@ from lmstack.train.optim import build_optimizer, set_lr
 from lmstack.train.schedule import Schedule
 
 CKPT = "checkpoint"
+# SamplingParams fields a rollout sets itself (group size, per-step seed, end-of-reply stop) or cannot use
+ROLLOUT_FIXED = ("n", "seed", "stop", "stop_token_ids", "ignore_eos", "beam_width", "num_return_sequences",
+                 "length_penalty", "early_stopping", "prompt_lookup", "num_draft_tokens", "prompt_lookup_max_ngram",
+                 "json_mode", "json_schema", "regex", "choices")  # fmt: skip
 
 
 @dataclass
@@ -61,9 +65,9 @@ class GRPOConfig:
     # rollouts
     prompts_per_step: int = 4  # problems per step
     group_size: int = 8  # completions sampled per problem (G); advantages are normalized within each group
-    max_new_tokens: int = 16  # longest completion; longer ones are cut (and get no end token)
-    temperature: float = 1.0  # sampling temperature of the rollouts
-    top_p: float = 1.0  # nucleus sampling of the rollouts (1 = off)
+    # how rollouts are sampled: every SamplingParams field (--sampling.temperature, --sampling.top_k, ...) except
+    # those GRPO sets itself (n = group_size, the seed, the end-of-reply stop token)
+    sampling: SamplingParams = section(SamplingParams, fixed=ROLLOUT_FIXED, max_new_tokens=16, temperature=1.0)
     # the loss
     loss_type: str = "grpo"  # grpo (per-sequence mean) | bnpo (token mean) | dr_grpo (fixed normalizer)
     scale_rewards: str = "group"  # divide advantages by the group std (group), the batch std (batch), or not (none)
@@ -92,7 +96,7 @@ class GRPOConfig:
     seed: int = 1337  # problem order, rollout sampling, held-out split
 
     def __post_init__(self) -> None:
-        positive = ("n_train", "n_eval", "prompts_per_step", "max_new_tokens", "num_iterations", "micro_batch",
+        positive = ("n_train", "n_eval", "prompts_per_step", "num_iterations", "micro_batch",
                     "max_steps", "eval_batch_size", "log_every")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
@@ -110,19 +114,19 @@ class GRPOConfig:
             raise ValueError(f"--rewards: got {self.rewards}, expected some of {', '.join(REWARDS)}")
         if self.reward_weights and len(self.reward_weights) != len(self.rewards):
             raise ValueError(f"--reward_weights: {len(self.reward_weights)} weights for {len(self.rewards)} rewards")
-        self.sampling()  # validates temperature, top_p
+        if self.sampling.temperature <= 0 or self.sampling.max_new_tokens <= 0:
+            raise ValueError(
+                f"--sampling.temperature={self.sampling.temperature} and --sampling.max_new_tokens="
+                f"{self.sampling.max_new_tokens}: rollouts need temperature > 0 and max_new_tokens > 0"
+            )
         self.lr_schedule()
 
     def lr_schedule(self) -> Schedule:
         return Schedule(self.schedule, self.lr, self.warmup_frac, self.min_lr_ratio)  # type: ignore[arg-type]
 
-    def sampling(self, step: int = 0) -> SamplingParams:
-        """The rollout sampler of `step` (its own seed, so a resumed run samples the same completions)."""
-        try:
-            return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                                  n=self.group_size, seed=self.seed + step)  # fmt: skip
-        except ValueError as e:
-            raise ValueError(f"sampling: {e}") from None
+    def rollout_params(self, step: int) -> SamplingParams:
+        """The rollout sampler of `step`: its own seed, so a resumed run samples the same completions."""
+        return self.sampling.replace(n=self.group_size, seed=self.seed + step)
 
     def reward_map(self) -> dict[str, float]:
         return dict(zip(self.rewards, self.reward_weights or [1.0] * len(self.rewards)))
@@ -133,7 +137,7 @@ class GRPOConfig:
 
 def evaluate(cfg: GRPOConfig, policy: Any, tok: Any, problems: list[Problem]) -> dict[str, Any]:
     """Greedy completions of the held-out problems: mean reward (weighted) and each reward function's mean."""
-    greedy = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0)
+    greedy = SamplingParams(max_new_tokens=cfg.sampling.max_new_tokens, temperature=0.0)
     totals, parts, samples = [], {name: [] for name in cfg.rewards}, []
     for i in range(0, len(problems), cfg.eval_batch_size):
         chunk = problems[i : i + cfg.eval_batch_size]
@@ -151,9 +155,9 @@ def evaluate(cfg: GRPOConfig, policy: Any, tok: Any, problems: list[Problem]) ->
 
 
 @torch.no_grad()
-def per_token_logps(model: Any, rows: Rows, micro: int) -> torch.Tensor:
+def per_token_logps(model: Any, rows: Rows, micro: int, temperature: float) -> torch.Tensor:
     """(B, T - 1) completion log-probs of `rows` without gradients, in chunks of `micro` rows."""
-    return torch.cat([token_logprobs(model, sub)[0] for sub in chunks(rows, micro)])
+    return torch.cat([token_logprobs(model, sub, temperature)[0] for sub in chunks(rows, micro)])
 
 
 def chunks(rows: Rows, micro: int) -> list[Rows]:
@@ -169,28 +173,21 @@ def train_step(
     """`num_iterations` optimizer steps on one batch of rollouts; returns the last pass's loss and stats."""
     rows = trim(ro.rows).to(device)
     adv = group_advantages(ro.rewards, cfg.group_size, cfg.scale_rewards).to(device)  # (N,)
-    old = per_token_logps(policy, rows, cfg.micro_batch) if cfg.num_iterations > 1 else None
-    ref = per_token_logps(ref_model, rows, cfg.micro_batch) if cfg.beta > 0 else None
+    T = cfg.sampling.temperature  # log-probs of the tempered policy the rollouts were sampled from
+    old = per_token_logps(policy, rows, cfg.micro_batch, T) if cfg.num_iterations > 1 else None
+    ref = per_token_logps(ref_model, rows, cfg.micro_batch, T) if cfg.beta > 0 else None
     n_rows = rows.input_ids.shape[0]
     stats: dict[str, float] = {}
     for _ in range(cfg.num_iterations):
         stats = {"loss": 0.0, "kl": 0.0, "clip_low": 0.0, "clip_high": 0.0}
         for k, sub in enumerate(chunks(rows, cfg.micro_batch)):
             sl = slice(k * cfg.micro_batch, k * cfg.micro_batch + sub.input_ids.shape[0])
-            logps, mask = token_logprobs(policy, sub)  # (b, T - 1) with gradients
+            logps, mask = token_logprobs(policy, sub, T)  # (b, T - 1) with gradients
             old_sub = old[sl] if old is not None else logps.detach()  # mu = 1: pi_old is pi itself (ratio 1)
-            loss, s = grpo_loss(
-                logps,
-                old_sub,
-                ref[sl] if ref is not None else None,
-                adv[sl],
-                mask,
-                cfg.beta,
-                cfg.epsilon,
-                cfg.epsilon_high or cfg.epsilon,
-                cfg.loss_type,
-                cfg.max_new_tokens,
-            )
+            ref_sub = ref[sl] if ref is not None else None
+            eps_high = cfg.epsilon_high or cfg.epsilon
+            loss, s = grpo_loss(logps, old_sub, ref_sub, adv[sl], mask, cfg.beta, cfg.epsilon, eps_high, cfg.loss_type,
+                                cfg.sampling.max_new_tokens)  # fmt: skip
             # each chunk's loss is a mean over its rows; weight by the chunk's share of the step's rows
             (loss * sub.input_ids.shape[0] / n_rows).backward()  # fmt: skip
             for key, v in {"loss": float(loss.detach()), **s}.items():
@@ -266,7 +263,7 @@ def loop(
         step = state["step"]
         problems = [train_problems[i] for i in batch_indices(len(train_problems), cfg.prompts_per_step, step, cfg.seed)]
         t0 = time.perf_counter()
-        ro = rollout(policy, tok, problems, cfg.sampling(step), cfg.reward_map())
+        ro = rollout(policy, tok, problems, cfg.rollout_params(step), cfg.reward_map())
         t1 = time.perf_counter()
         m = train_step(cfg, policy, ref_model, opt, ro, schedule.lr((step + 1) / cfg.max_steps), device)
         dt = time.perf_counter() - t0

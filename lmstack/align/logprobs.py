@@ -24,18 +24,23 @@ from lmstack.align.batching import Rows
 from lmstack.model.causal_lm import CausalLM
 
 
-def gather_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """logits (B, T, V), input_ids (B, T) -> (B, T - 1): log p(input_ids[:, t + 1] | input_ids[:, :t + 1])."""
+def gather_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """logits (B, T, V), input_ids (B, T) -> (B, T - 1): log p(input_ids[:, t + 1] | input_ids[:, :t + 1]) under
+    softmax(logits / temperature)."""
     B, T, V = logits.shape
-    nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, V), input_ids[:, 1:].reshape(-1), reduction="none")
+    scaled = logits[:, :-1].float() / temperature
+    nll = F.cross_entropy(scaled.reshape(-1, V), input_ids[:, 1:].reshape(-1), reduction="none")
     return -nll.view(B, T - 1)
 
 
-def token_logprobs(model: CausalLM, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token log-probs (B, T - 1) zeroed outside the completion, the completion mask (B, T - 1))."""
+def token_logprobs(model: CausalLM, rows: Rows, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token log-probs (B, T - 1) zeroed outside the completion, the completion mask (B, T - 1)).
+
+    `temperature` scores under the tempered policy softmax(logits / T), the distribution GRPO's rollouts were
+    sampled from (TRL divides the logits the same way)."""
     logits = model(rows.input_ids, positions=rows.positions).logits  # (B, T, V)
     mask = rows.completion_mask[:, 1:]  # token t + 1 is predicted at position t
-    return gather_logprobs(logits, rows.input_ids) * mask, mask
+    return gather_logprobs(logits, rows.input_ids, temperature) * mask, mask
 
 
 def sequence_logprobs(model: CausalLM, rows: Rows, average: bool = False) -> torch.Tensor:

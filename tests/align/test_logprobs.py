@@ -79,3 +79,10 @@ def test_batch_order_is_a_function_of_seed_and_step():
     assert sorted(steps[0] + steps[1] + steps[2][:2]) == list(range(10))  # epoch 1 is a permutation
     assert steps[3] == batch_indices(10, 4, 3, seed=3)
     assert steps[0] != batch_indices(10, 4, 0, seed=4)
+
+
+def test_temperature_scores_the_tempered_policy():
+    logits = torch.randn(2, 5, 7)
+    ids = torch.randint(0, 7, (2, 5))
+    expected = torch.log_softmax(logits[:, :-1] / 0.7, -1).gather(-1, ids[:, 1:, None])[..., 0]
+    torch.testing.assert_close(gather_logprobs(logits, ids, temperature=0.7), expected)

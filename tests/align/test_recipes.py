@@ -134,7 +134,8 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tiny_policy, tmp_path):
     ("grpo", "--group_size=1", "--group_size"),
     ("grpo", "--rewards=vibes", "--rewards"),
     ("grpo", "--reward_weights=1", "--reward_weights"),
-    ("grpo", "--temperature=-1", "temperature"),
+    ("grpo", "--sampling.temperature=0", "temperature"),
+    ("grpo", "--sampling.n=4", "set by the program"),
     ("reward", "--eval_frac=1.5", "--eval_frac"),
     ("orpo", "--lam=-1", "--lam"),
 ])  # fmt: skip
