@@ -92,6 +92,10 @@ def digest(items: Any) -> str:
 
 
 def check_out_dir(out: Path, resume: bool, overwrite: bool, ckpt: str = "checkpoint") -> None:
-    """Refuse to start fresh over an existing checkpoint unless --overwrite."""
-    if not resume and (out / ckpt).exists() and not overwrite:
-        raise ValueError(f"--out_dir: {out} already has a checkpoint; pass --resume to continue or --overwrite")
+    """A fresh run never silently replaces a previous one: its checkpoint or its metrics need --overwrite."""
+    if resume or overwrite:
+        return
+    for name in (ckpt, "metrics.jsonl"):
+        if (out / name).exists():
+            raise ValueError(f"--out_dir: {out} already holds a run ({out / name}); pass --resume to continue it "
+                             "(needs a checkpoint) or --overwrite to start over")  # fmt: skip

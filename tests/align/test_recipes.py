@@ -118,7 +118,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(tiny_policy, tmp_path):
 def test_refuses_to_overwrite_and_to_resume_nothing(tiny_policy, tmp_path):
     flags = tiny(tiny_policy, tmp_path / "r", max_steps=1, eval_every=0)
     run("orpo", *flags)
-    with pytest.raises(ValueError, match="--out_dir.*already has a checkpoint"):
+    with pytest.raises(ValueError, match="--out_dir.*already holds a run"):
         run("orpo", *flags)
     run("orpo", *flags, "--overwrite")
     with pytest.raises(FileNotFoundError, match="--resume"):
