@@ -184,11 +184,29 @@ def train_step(
 # ---- the recipe -------------------------------------------------------------------------------------------------
 
 
-def train(cfg: DPOConfig) -> dict[str, Any]:
-    """Run DPO; return the held-out metrics before and after, the step count and timings."""
-    t_start, cpu_start = time.perf_counter(), time.process_time()
+@dataclass
+class Run:
+    """Everything the loop reads, built once by `setup`."""
+
+    cfg: DPOConfig
+    policy: Any  # the model being trained
+    ref_model: Any  # the frozen reference (reference=frozen), or None (its log-probs are precomputed in `refs`)
+    opt: torch.optim.Optimizer
+    train_rows: Rows  # 2 N rows: the N chosen completions, then the N rejected
+    eval_rows: Rows  # 2 M held-out rows, same layout, on the device
+    refs: dict[str, torch.Tensor]  # reference log-probs {"train": (2 N,), "eval": (2 M,)}
+    log: JsonlLogger
+    ckpt: Path
+    identity: dict[str, Any]  # what a resume must match (checkpoint.check_expect)
+    save_model: Any  # (state_dict, dir) -> writes the HF model directory
+    load_weights: Any  # dir -> state_dict
+    device: str
+
+
+def setup(cfg: DPOConfig) -> Run:
+    """Load the policy, the pairs, the reference log-probs (or a frozen reference) and the optimizer."""
     device = setup_device(cfg.device, cfg.threads)
-    out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
+    out = Path(cfg.out_dir)
     check_out_dir(out, cfg.resume, cfg.overwrite)
     policy, tok = load_policy(cfg.model, device)
     train_pairs, eval_pairs = load_pairs(cfg.data, cfg.eval_data, cfg.eval_frac, cfg.task, cfg.n_train, cfg.n_eval,
@@ -196,86 +214,80 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     train_rows, eval_rows = encode_pairs(tok, train_pairs, cfg.max_len), encode_pairs(tok, eval_pairs, cfg.max_len)
     info(f"dpo: {len(train_pairs)} training pairs, {len(eval_pairs)} held-out, loss {cfg.loss_type} beta {cfg.beta}")
     out.mkdir(parents=True, exist_ok=True)
-    refs = reference_logps(cfg, policy, train_rows, eval_rows, device)
-    ref_model = None  # precompute: the reference's log-probs are all in `refs`
+    refs = reference_logps(cfg, policy, train_rows, eval_rows, device)  # before any weight changes
+    ref_model = None
     if cfg.reference == "frozen":
         ref_model = frozen(load_policy(cfg.ref_model, device)[0] if cfg.ref_model else policy)
-    trainable = train_last_layers(policy, cfg.train_layers)
-    info(f"dpo: {trainable / 1e6:.2f} M trainable parameters")
+    info(f"dpo: {train_last_layers(policy, cfg.train_layers) / 1e6:.2f} M trainable parameters")
     opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
-    identity = {
-        "model": cfg.model,
-        "ref_model": cfg.ref_model,
-        "data": digest([vars(p) for p in train_pairs]),
-        **{k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "train_layers", "loss_type", "beta", "seed")},
-    }
-    save_model, load_weights = checkpoint_fns(policy, tok)
-    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
+    keys = ("batch_size", "max_steps", "lr", "train_layers", "loss_type", "beta", "seed")
+    identity = {"model": cfg.model, "ref_model": cfg.ref_model, "data": digest([vars(p) for p in train_pairs])}
+    identity.update({k: getattr(cfg, k) for k in keys})
     log = JsonlLogger(out / "metrics.jsonl", append=cfg.resume)
+    return Run(cfg, policy, ref_model, opt, train_rows, eval_rows.to(device), refs, log, out / CKPT, identity,
+               *checkpoint_fns(policy, tok), device)  # fmt: skip
+
+
+def train(cfg: DPOConfig) -> dict[str, Any]:
+    """Run DPO; return the held-out metrics before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    run = setup(cfg)
     if cfg.resume:
-        read_state(ckpt)
-        state = load_checkpoint(ckpt, policy, opt, identity, load_weights(ckpt))
-        before = state.get("before", {})
+        read_state(run.ckpt)  # a clear error first if it is missing or corrupted
+        state = load_checkpoint(run.ckpt, run.policy, run.opt, run.identity, run.load_weights(run.ckpt))
     else:
-        before = evaluate(cfg, policy, eval_rows.to(device), refs["eval"])
-        log.log(step=0, **before)
-        state["before"] = before
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    info(f"dpo: held-out preference accuracy before: {before.get('pref_accuracy', float('nan')):.3f}")
-
-    def save() -> None:
-        save_checkpoint(ckpt, policy, opt, state, identity, save_model)
-
+        state = {"step": 0, "elapsed_s": 0.0, "before": evaluate(cfg, run.policy, run.eval_rows, run.refs["eval"])}
+        run.log.log(step=0, **state["before"])
+    atomic_write_text(Path(cfg.out_dir) / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    info(f"dpo: held-out preference accuracy before: {state['before']['pref_accuracy']:.3f}")
     interrupted = False
-    with interruptible():
+    with interruptible():  # SIGTERM takes the Ctrl-C path: save, exit 130
         try:
-            loop(cfg, state, policy, ref_model, opt, train_rows, eval_rows, refs, log, save, device)
+            loop(run, state)
         except KeyboardInterrupt:
             interrupted = True
-            info(f"dpo: interrupted at step {state['step']}; saving {ckpt}")
-        save()
+            info(f"dpo: interrupted at step {state['step']}; saving {run.ckpt}")
+        save_checkpoint(run.ckpt, run.policy, run.opt, state, run.identity, run.save_model)
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
-    after = evaluate(cfg, policy, eval_rows.to(device), refs["eval"])
+    after = evaluate(cfg, run.policy, run.eval_rows, run.refs["eval"])
     timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
-    log.log(step=state["step"], final=True, **after, **timing)
+    run.log.log(step=state["step"], final=True, **after, **timing)
     panels = [
         ("loss", ["loss", "eval_loss"]),
         ("accuracy", ["reward_accuracy", "pref_accuracy", "eval_reward_accuracy"]),
     ]
-    plot = plot_curves(out, panels, f"DPO ({cfg.loss_type}, beta {cfg.beta}): {cfg.model}")
-    return {"before": before, "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
+    plot = plot_curves(cfg.out_dir, panels, f"DPO ({cfg.loss_type}, beta {cfg.beta}): {cfg.model}")
+    return {"before": state["before"], "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
+            "checkpoint": str(run.ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
-def loop(
-    cfg: DPOConfig, state: dict[str, Any], policy: Any, ref_model: Any, opt: torch.optim.Optimizer, train_rows: Rows,
-    eval_rows: Rows, refs: dict[str, torch.Tensor], log: JsonlLogger, save: Any, device: str,
-) -> None:  # fmt: skip
+def loop(run: Run, state: dict[str, Any]) -> None:
     """Optimizer steps until the budget is spent; mutates `state` (step, elapsed_s)."""
-    schedule = cfg.lr_schedule()
-    n = train_rows.input_ids.shape[0] // 2
+    cfg, schedule = run.cfg, run.cfg.lr_schedule()
+    n = run.train_rows.input_ids.shape[0] // 2
     bar = progress(total=cfg.max_steps, initial=state["step"], unit="step")
     while state["step"] < cfg.max_steps and not (cfg.stop_after and state["step"] >= cfg.stop_after):
         idx = batch_indices(n, cfg.batch_size, state["step"], cfg.seed)  # a pure function of (seed, step)
-        rows = select(train_rows, idx).to(device)
-        ref = torch.cat([refs["train"][idx], refs["train"][[n + i for i in idx]]])
+        rows = select(run.train_rows, idx).to(run.device)
+        ref = torch.cat([run.refs["train"][idx], run.refs["train"][[n + i for i in idx]]])
         t0 = time.perf_counter()
-        m = train_step(cfg, policy, ref_model, opt, rows, ref, schedule.lr((state["step"] + 1) / cfg.max_steps))
+        lr = schedule.lr((state["step"] + 1) / cfg.max_steps)
+        m = train_step(cfg, run.policy, run.ref_model, run.opt, rows, ref, lr)
         state.update(step=state["step"] + 1, elapsed_s=state["elapsed_s"] + time.perf_counter() - t0)
         bar.update(1)
         bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['reward_accuracy']:.2f}", refresh=False)
         if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-            log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
+            run.log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
         if not math.isfinite(m["loss"]):
             raise FloatingPointError(f"loss is {m['loss']} at step {state['step']}; lower --lr")
         step, done = state["step"], state["step"] >= cfg.max_steps
         if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            ev = evaluate(cfg, policy, eval_rows.to(device), refs["eval"])
-            log.log(step=step, **ev)
+            ev = evaluate(cfg, run.policy, run.eval_rows, run.refs["eval"])
+            run.log.log(step=step, **ev)
             bar.set_postfix(loss=f"{m['loss']:.3f}", eval_acc=f"{ev['pref_accuracy']:.3f}", refresh=False)
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not done:
-            save()
+            save_checkpoint(run.ckpt, run.policy, run.opt, state, run.identity, run.save_model)
     bar.close()
 
 

@@ -203,69 +203,87 @@ def train_step(
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
 
-def train(cfg: GRPOConfig) -> dict[str, Any]:
-    """Run GRPO; return held-out reward before and after, the step count and timings."""
-    t_start, cpu_start = time.perf_counter(), time.process_time()
+@dataclass
+class Run:
+    """Everything the loop reads, built once by `setup`."""
+
+    cfg: GRPOConfig
+    policy: Any  # the model being trained
+    ref_model: Any  # the frozen initial policy (beta > 0), else None
+    tok: Any
+    opt: torch.optim.Optimizer
+    train_problems: list[Problem]
+    eval_problems: list[Problem]
+    log: JsonlLogger
+    ckpt: Path
+    identity: dict[str, Any]  # what a resume must match (checkpoint.check_expect)
+    save_model: Any  # (state_dict, dir) -> writes the HF model directory
+    load_weights: Any  # dir -> state_dict
+    device: str
+
+
+def setup(cfg: GRPOConfig) -> Run:
     device = setup_device(cfg.device, cfg.threads)
-    out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
+    out = Path(cfg.out_dir)
     check_out_dir(out, cfg.resume, cfg.overwrite)
     policy, tok = load_policy(cfg.model, device)
     train_problems, eval_problems = splits(cfg.task, cfg.n_train, cfg.n_eval, cfg.seed)
     ref_model = frozen(policy) if cfg.beta > 0 else None  # the initial policy, before any checkpoint is loaded
-    trainable = train_last_layers(policy, cfg.train_layers)
-    info(f"grpo: {trainable / 1e6:.2f} M trainable parameters")
+    info(f"grpo: {train_last_layers(policy, cfg.train_layers) / 1e6:.2f} M trainable parameters")
     opt = build_optimizer(policy, cfg.lr, cfg.weight_decay)
-    identity = {"model": cfg.model, **{k: getattr(cfg, k) for k in ("task", "n_train", "prompts_per_step",
-                "group_size", "max_steps", "lr", "train_layers", "beta", "seed")}}  # fmt: skip
-    save_model, load_weights = checkpoint_fns(policy, tok)
+    keys = ("task", "n_train", "prompts_per_step", "group_size", "max_steps", "lr", "train_layers", "beta", "seed")
+    identity = {"model": cfg.model, **{k: getattr(cfg, k) for k in keys}}
     out.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "rollout_s": 0.0}
     log = JsonlLogger(out / "metrics.jsonl", append=cfg.resume)
+    return Run(cfg, policy, ref_model, tok, opt, train_problems, eval_problems, log, out / CKPT, identity,
+               *checkpoint_fns(policy, tok), device)  # fmt: skip
+
+
+def train(cfg: GRPOConfig) -> dict[str, Any]:
+    """Run GRPO; return held-out reward before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    run = setup(cfg)
     if cfg.resume:
-        read_state(ckpt)
-        state = load_checkpoint(ckpt, policy, opt, identity, load_weights(ckpt))
+        read_state(run.ckpt)  # a clear error first if it is missing or corrupted
+        state = load_checkpoint(run.ckpt, run.policy, run.opt, run.identity, run.load_weights(run.ckpt))
     else:
-        state["before"] = evaluate(cfg, policy, tok, eval_problems)
-        log.log(step=0, **state["before"])
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        before = evaluate(cfg, run.policy, run.tok, run.eval_problems)
+        state = {"step": 0, "elapsed_s": 0.0, "rollout_s": 0.0, "before": before}
+        run.log.log(step=0, **before)
+    atomic_write_text(Path(cfg.out_dir) / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     info(f"grpo: {cfg.prompts_per_step} prompts x {cfg.group_size} samples per step, rewards {cfg.reward_map()}, "
          f"held-out reward before: {state['before']['eval_reward']:.3f}")  # fmt: skip
-
-    def save() -> None:
-        save_checkpoint(ckpt, policy, opt, state, identity, save_model)
-
     interrupted = False
-    with interruptible():
+    with interruptible():  # SIGTERM takes the Ctrl-C path: save, exit 130
         try:
-            loop(cfg, state, policy, ref_model, opt, tok, train_problems, eval_problems, log, save, device)
+            loop(run, state)
         except KeyboardInterrupt:
             interrupted = True
-            info(f"grpo: interrupted at step {state['step']}; saving {ckpt}")
-        save()
+            info(f"grpo: interrupted at step {state['step']}; saving {run.ckpt}")
+        save_checkpoint(run.ckpt, run.policy, run.opt, state, run.identity, run.save_model)
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
-    after = evaluate(cfg, policy, tok, eval_problems)
+    after = evaluate(cfg, run.policy, run.tok, run.eval_problems)
     timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
-    log.log(step=state["step"], final=True, **after, **timing)
-    plot = plot_curves(out, [("reward", ["reward", "eval_reward"]), ("KL to reference", ["kl"])],
-                       f"GRPO on {cfg.task}: {cfg.model}")  # fmt: skip
+    run.log.log(step=state["step"], final=True, **after, **timing)
+    panels = [("reward", ["reward", "eval_reward"]), ("KL to reference", ["kl"])]
+    plot = plot_curves(cfg.out_dir, panels, f"GRPO on {cfg.task}: {cfg.model}")
     return {"before": state["before"], "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "rollout_s": state["rollout_s"], "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
+            "rollout_s": state["rollout_s"], "checkpoint": str(run.ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
-def loop(
-    cfg: GRPOConfig, state: dict[str, Any], policy: Any, ref_model: Any, opt: torch.optim.Optimizer, tok: Any,
-    train_problems: list[Problem], eval_problems: list[Problem], log: JsonlLogger, save: Any, device: str,
-) -> None:  # fmt: skip
-    schedule = cfg.lr_schedule()
+def loop(run: Run, state: dict[str, Any]) -> None:
+    """Rollout + update steps until the budget is spent; mutates `state` (step, elapsed_s, rollout_s)."""
+    cfg, schedule = run.cfg, run.cfg.lr_schedule()
     bar = progress(total=cfg.max_steps, initial=state["step"], unit="step")
     while state["step"] < cfg.max_steps and not (cfg.stop_after and state["step"] >= cfg.stop_after):
         step = state["step"]
-        problems = [train_problems[i] for i in batch_indices(len(train_problems), cfg.prompts_per_step, step, cfg.seed)]
+        idx = batch_indices(len(run.train_problems), cfg.prompts_per_step, step, cfg.seed)
         t0 = time.perf_counter()
-        ro = rollout(policy, tok, problems, cfg.rollout_params(step), cfg.reward_map())
+        ro = rollout(run.policy, run.tok, [run.train_problems[i] for i in idx], cfg.rollout_params(step),
+                     cfg.reward_map())  # fmt: skip
         t1 = time.perf_counter()
-        m = train_step(cfg, policy, ref_model, opt, ro, schedule.lr((step + 1) / cfg.max_steps), device)
+        m = train_step(cfg, run.policy, run.ref_model, run.opt, ro, schedule.lr((step + 1) / cfg.max_steps), run.device)
         dt = time.perf_counter() - t0
         state.update(step=step + 1, elapsed_s=state["elapsed_s"] + dt, rollout_s=state["rollout_s"] + t1 - t0)
         reward = float(ro.rewards.mean())
@@ -273,19 +291,19 @@ def loop(
         bar.set_postfix(reward=f"{reward:.3f}", kl=f"{m['kl']:.4f}", refresh=False)
         if state["step"] % cfg.log_every == 0 or state["step"] == 1:
             extra = {f"reward_{k}": float(v.mean()) for k, v in ro.per_reward.items()}
-            log.log(step=state["step"], elapsed_s=state["elapsed_s"], reward=reward,
-                    reward_std=float(ro.rewards.std()), ended=float(ro.ended.float().mean()),
-                    completion_len=float(ro.rows.completion_lengths.mean()), rollout_s=t1 - t0, **extra, **m,
-                    sample=ro.texts[0])  # fmt: skip
+            run.log.log(step=state["step"], elapsed_s=state["elapsed_s"], reward=reward,
+                        reward_std=float(ro.rewards.std()), ended=float(ro.ended.float().mean()),
+                        completion_len=float(ro.rows.completion_lengths.mean()), rollout_s=t1 - t0, **extra, **m,
+                        sample=ro.texts[0])  # fmt: skip
         if not math.isfinite(m["loss"]):
             raise FloatingPointError(f"loss is {m['loss']} at step {state['step']}; lower --lr")
         done = state["step"] >= cfg.max_steps
         if cfg.eval_every and state["step"] % cfg.eval_every == 0 and not done:
-            ev = evaluate(cfg, policy, tok, eval_problems)
-            log.log(step=state["step"], **ev)
+            ev = evaluate(cfg, run.policy, run.tok, run.eval_problems)
+            run.log.log(step=state["step"], **ev)
             bar.set_postfix(reward=f"{reward:.3f}", eval_reward=f"{ev['eval_reward']:.3f}", refresh=False)
         if cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0 and not done:
-            save()
+            save_checkpoint(run.ckpt, run.policy, run.opt, state, run.identity, run.save_model)
     bar.close()
 
 

@@ -131,84 +131,95 @@ def train_step(cfg: ORPOConfig, model: Any, opt: torch.optim.Optimizer, rows: Ro
     return {**sums, "grad_norm": float(norm), "lr": lr}
 
 
-def train(cfg: ORPOConfig) -> dict[str, Any]:
-    """Run ORPO; return the held-out metrics before and after, the step count and timings."""
-    t_start, cpu_start = time.perf_counter(), time.process_time()
+@dataclass
+class Run:
+    """Everything the loop reads, built once by `setup`."""
+
+    cfg: ORPOConfig
+    model: Any  # the model being trained
+    opt: torch.optim.Optimizer
+    train_rows: Rows  # 2 N rows: the N chosen completions, then the N rejected
+    eval_rows: Rows  # 2 M held-out rows, same layout, on the device
+    log: JsonlLogger
+    ckpt: Path
+    identity: dict[str, Any]  # what a resume must match (checkpoint.check_expect)
+    save_model: Any  # (state_dict, dir) -> writes the HF model directory
+    load_weights: Any  # dir -> state_dict
+    device: str
+
+
+def setup(cfg: ORPOConfig) -> Run:
     device = setup_device(cfg.device, cfg.threads)
-    out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
+    out = Path(cfg.out_dir)
     check_out_dir(out, cfg.resume, cfg.overwrite)
     model, tok = load_policy(cfg.model, device)
     train_pairs, eval_pairs = load_pairs(cfg.data, cfg.eval_data, cfg.eval_frac, cfg.task, cfg.n_train, cfg.n_eval,
                                          cfg.seed)  # fmt: skip
     train_rows, eval_rows = encode_pairs(tok, train_pairs, cfg.max_len), encode_pairs(tok, eval_pairs, cfg.max_len)
     info(f"orpo: {len(train_pairs)} training pairs, {len(eval_pairs)} held-out, lambda {cfg.lam}")
-    out.mkdir(parents=True, exist_ok=True)
-    trainable = train_last_layers(model, cfg.train_layers)
-    info(f"orpo: {trainable / 1e6:.2f} M trainable parameters")
+    info(f"orpo: {train_last_layers(model, cfg.train_layers) / 1e6:.2f} M trainable parameters")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     keys = ("batch_size", "max_steps", "lr", "train_layers", "lam", "seed")
-    identity = {
-        "model": cfg.model,
-        "data": digest([vars(p) for p in train_pairs]),
-        **{k: getattr(cfg, k) for k in keys},
-    }
-    save_model, load_weights = checkpoint_fns(model, tok)
-    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
+    identity = {"model": cfg.model, "data": digest([vars(p) for p in train_pairs])}
+    identity.update({k: getattr(cfg, k) for k in keys})
+    out.mkdir(parents=True, exist_ok=True)
     log = JsonlLogger(out / "metrics.jsonl", append=cfg.resume)
+    return Run(cfg, model, opt, train_rows, eval_rows.to(device), log, out / CKPT, identity,
+               *checkpoint_fns(model, tok), device)  # fmt: skip
+
+
+def train(cfg: ORPOConfig) -> dict[str, Any]:
+    """Run ORPO; return the held-out metrics before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    run = setup(cfg)
     if cfg.resume:
-        read_state(ckpt)
-        state = load_checkpoint(ckpt, model, opt, identity, load_weights(ckpt))
+        read_state(run.ckpt)  # a clear error first if it is missing or corrupted
+        state = load_checkpoint(run.ckpt, run.model, run.opt, run.identity, run.load_weights(run.ckpt))
     else:
-        state["before"] = evaluate(cfg, model, eval_rows.to(device))
-        log.log(step=0, **state["before"])
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        state = {"step": 0, "elapsed_s": 0.0, "before": evaluate(cfg, run.model, run.eval_rows)}
+        run.log.log(step=0, **state["before"])
+    atomic_write_text(Path(cfg.out_dir) / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     info(f"orpo: held-out preference accuracy before: {state['before']['pref_accuracy']:.3f}")
-
-    def save() -> None:
-        save_checkpoint(ckpt, model, opt, state, identity, save_model)
-
     interrupted = False
-    with interruptible():
+    with interruptible():  # SIGTERM takes the Ctrl-C path: save, exit 130
         try:
-            loop(cfg, state, model, opt, train_rows, eval_rows, log, save, device)
+            loop(run, state)
         except KeyboardInterrupt:
             interrupted = True
-            info(f"orpo: interrupted at step {state['step']}; saving {ckpt}")
-        save()
+            info(f"orpo: interrupted at step {state['step']}; saving {run.ckpt}")
+        save_checkpoint(run.ckpt, run.model, run.opt, state, run.identity, run.save_model)
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
-    after = evaluate(cfg, model, eval_rows.to(device))
+    after = evaluate(cfg, run.model, run.eval_rows)
     timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
-    log.log(step=state["step"], final=True, **after, **timing)
+    run.log.log(step=state["step"], final=True, **after, **timing)
     panels = [("loss", ["loss", "nll", "eval_loss"]), ("held-out preference accuracy", ["pref_accuracy"])]
-    plot = plot_curves(out, panels, f"ORPO (lambda {cfg.lam}): {cfg.model}")
+    plot = plot_curves(cfg.out_dir, panels, f"ORPO (lambda {cfg.lam}): {cfg.model}")
     return {"before": state["before"], "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
+            "checkpoint": str(run.ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
-def loop(
-    cfg: ORPOConfig, state: dict[str, Any], model: Any, opt: torch.optim.Optimizer, train_rows: Rows,
-    eval_rows: Rows, log: JsonlLogger, save: Any, device: str,
-) -> None:  # fmt: skip
-    schedule = cfg.lr_schedule()
-    n = train_rows.input_ids.shape[0] // 2
+def loop(run: Run, state: dict[str, Any]) -> None:
+    """Optimizer steps until the budget is spent; mutates `state` (step, elapsed_s)."""
+    cfg, schedule = run.cfg, run.cfg.lr_schedule()
+    n = run.train_rows.input_ids.shape[0] // 2
     bar = progress(total=cfg.max_steps, initial=state["step"], unit="step")
     while state["step"] < cfg.max_steps and not (cfg.stop_after and state["step"] >= cfg.stop_after):
-        rows = select(train_rows, batch_indices(n, cfg.batch_size, state["step"], cfg.seed)).to(device)
+        rows = select(run.train_rows, batch_indices(n, cfg.batch_size, state["step"], cfg.seed)).to(run.device)
         t0 = time.perf_counter()
-        m = train_step(cfg, model, opt, rows, schedule.lr((state["step"] + 1) / cfg.max_steps))
+        m = train_step(cfg, run.model, run.opt, rows, schedule.lr((state["step"] + 1) / cfg.max_steps))
         state.update(step=state["step"] + 1, elapsed_s=state["elapsed_s"] + time.perf_counter() - t0)
         bar.update(1)
         bar.set_postfix(loss=f"{m['loss']:.3f}", nll=f"{m['nll']:.3f}", refresh=False)
         if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-            log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
+            run.log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
         if not math.isfinite(m["loss"]):
             raise FloatingPointError(f"loss is {m['loss']} at step {state['step']}; lower --lr")
         step, done = state["step"], state["step"] >= cfg.max_steps
         if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            log.log(step=step, **evaluate(cfg, model, eval_rows.to(device)))
+            run.log.log(step=step, **evaluate(cfg, run.model, run.eval_rows))
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not done:
-            save()
+            save_checkpoint(run.ckpt, run.model, run.opt, state, run.identity, run.save_model)
     bar.close()
 
 

@@ -152,85 +152,104 @@ def train_step(cfg: RewardConfig, model: RewardModel, opt: torch.optim.Optimizer
     return {**sums, "grad_norm": float(norm), "lr": lr}
 
 
-def train(cfg: RewardConfig) -> dict[str, Any]:
-    """Train the reward model; return held-out accuracy before and after, the step count and timings."""
-    t_start, cpu_start = time.perf_counter(), time.process_time()
+@dataclass
+class Run:
+    """Everything the loop reads, built once by `setup`."""
+
+    cfg: RewardConfig
+    model: RewardModel
+    tok: Tokenizer
+    opt: torch.optim.Optimizer
+    train_rows: Rows  # 2 N rows: the N chosen completions, then the N rejected
+    eval_rows: Rows  # 2 M held-out rows, same layout, on the device
+    log: JsonlLogger
+    ckpt: Path
+    identity: dict[str, Any]  # what a resume must match (checkpoint.check_expect)
+    device: str
+
+
+def setup(cfg: RewardConfig) -> Run:
     device = setup_device(cfg.device, cfg.threads)
-    out, ckpt = Path(cfg.out_dir), Path(cfg.out_dir) / CKPT
+    out = Path(cfg.out_dir)
     check_out_dir(out, cfg.resume, cfg.overwrite)
     model, tok = build_reward_model(cfg, device)
     train_pairs, eval_pairs = load_pairs(cfg.data, cfg.eval_data, cfg.eval_frac, cfg.task, cfg.n_train, cfg.n_eval,
                                          cfg.seed)  # fmt: skip
     train_rows, eval_rows = encode_pairs(tok, train_pairs, cfg.max_len), encode_pairs(tok, eval_pairs, cfg.max_len)
-    info(f"reward: {len(train_pairs)} training pairs, {len(eval_pairs)} held-out")
-    out.mkdir(parents=True, exist_ok=True)
     trainable = train_last_layers(model.backbone, cfg.train_layers) + model.score.weight.numel()
-    info(f"reward: {trainable / 1e6:.2f} M trainable parameters")
+    info(f"reward: {len(train_pairs)} training pairs, {len(eval_pairs)} held-out, {trainable / 1e6:.2f} M trainable")
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    identity = {"model": cfg.model, "data": digest([vars(p) for p in train_pairs]),
-                **{k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "train_layers", "seed")}}  # fmt: skip
+    identity = {"model": cfg.model, "data": digest([vars(p) for p in train_pairs])}
+    identity.update({k: getattr(cfg, k) for k in ("batch_size", "max_steps", "lr", "train_layers", "seed")})
+    out.mkdir(parents=True, exist_ok=True)
+    log = JsonlLogger(out / "metrics.jsonl", append=cfg.resume)
+    return Run(cfg, model, tok, opt, train_rows, eval_rows.to(device), log, out / CKPT, identity, device)
+
+
+def save(run: Run, state: dict[str, Any]) -> None:
+    """An atomic checkpoint: the reward model's HF sequence-classification directory + trainer_state."""
 
     def save_model(msd: dict[str, torch.Tensor], d: Path) -> None:
         with torch.random.fork_rng(devices=[]):  # the throwaway head init must not move the saved RNG state
-            plain = RewardModel(Transformer.without_init(model.config))
+            plain = RewardModel(Transformer.without_init(run.model.config))
         plain.load_state_dict(msd)
-        plain.save_pretrained(d, tokenizer=tok, pad_token_id=pad_token_id(tok))
+        plain.save_pretrained(d, tokenizer=run.tok, pad_token_id=pad_token_id(run.tok))
 
-    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
-    log = JsonlLogger(out / "metrics.jsonl", append=cfg.resume)
+    save_checkpoint(run.ckpt, run.model, run.opt, state, run.identity, save_model)
+
+
+def train(cfg: RewardConfig) -> dict[str, Any]:
+    """Train the reward model; return held-out accuracy before and after, the step count and timings."""
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    run = setup(cfg)
     if cfg.resume:
-        read_state(ckpt)
-        state = load_checkpoint(ckpt, model, opt, identity, RewardModel.from_pretrained(ckpt).state_dict())
+        read_state(run.ckpt)  # a clear error first if it is missing or corrupted
+        weights = RewardModel.from_pretrained(run.ckpt).state_dict()
+        state = load_checkpoint(run.ckpt, run.model, run.opt, run.identity, weights)
     else:
-        state["before"] = evaluate(cfg, model, eval_rows.to(device))
-        log.log(step=0, **state["before"])
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-    def save() -> None:
-        save_checkpoint(ckpt, model, opt, state, identity, save_model)
-
+        state = {"step": 0, "elapsed_s": 0.0, "before": evaluate(cfg, run.model, run.eval_rows)}
+        run.log.log(step=0, **state["before"])
+    atomic_write_text(Path(cfg.out_dir) / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     interrupted = False
-    with interruptible():
+    with interruptible():  # SIGTERM takes the Ctrl-C path: save, exit 130
         try:
-            loop(cfg, state, model, opt, train_rows, eval_rows, log, save, device)
+            loop(run, state)
         except KeyboardInterrupt:
             interrupted = True
-            info(f"reward: interrupted at step {state['step']}; saving {ckpt}")
-        save()
+            info(f"reward: interrupted at step {state['step']}; saving {run.ckpt}")
+        save(run, state)
     if interrupted or (cfg.stop_after and state["step"] < cfg.max_steps):
         return {**state, "interrupted": interrupted, "stopped": True}
-    after = evaluate(cfg, model, eval_rows.to(device))
+    after = evaluate(cfg, run.model, run.eval_rows)
     timing = {"wall_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start}
-    log.log(step=state["step"], final=True, **after, **timing)
+    run.log.log(step=state["step"], final=True, **after, **timing)
     panels = [("loss", ["loss", "eval_loss"]), ("accuracy", ["accuracy", "eval_accuracy"])]
-    plot = plot_curves(out, panels, f"reward model: {cfg.model}")
+    plot = plot_curves(cfg.out_dir, panels, f"reward model: {cfg.model}")
     return {"before": state["before"], "after": after, "steps": state["step"], "train_s": state["elapsed_s"],
-            "checkpoint": str(ckpt), "plot": str(plot), **timing}  # fmt: skip
+            "checkpoint": str(run.ckpt), "plot": str(plot), **timing}  # fmt: skip
 
 
-def loop(
-    cfg: RewardConfig, state: dict[str, Any], model: RewardModel, opt: torch.optim.Optimizer, train_rows: Rows,
-    eval_rows: Rows, log: JsonlLogger, save: Any, device: str,
-) -> None:  # fmt: skip
-    schedule = cfg.lr_schedule()
-    n = train_rows.input_ids.shape[0] // 2
+def loop(run: Run, state: dict[str, Any]) -> None:
+    """Optimizer steps until the budget is spent; mutates `state` (step, elapsed_s)."""
+    cfg, schedule = run.cfg, run.cfg.lr_schedule()
+    n = run.train_rows.input_ids.shape[0] // 2
     bar = progress(total=cfg.max_steps, initial=state["step"], unit="step")
     while state["step"] < cfg.max_steps and not (cfg.stop_after and state["step"] >= cfg.stop_after):
-        rows = select(train_rows, batch_indices(n, cfg.batch_size, state["step"], cfg.seed)).to(device)
+        rows = select(run.train_rows, batch_indices(n, cfg.batch_size, state["step"], cfg.seed)).to(run.device)
         t0 = time.perf_counter()
-        m = train_step(cfg, model, opt, rows, schedule.lr((state["step"] + 1) / cfg.max_steps))
+        m = train_step(cfg, run.model, run.opt, rows, schedule.lr((state["step"] + 1) / cfg.max_steps))
         state.update(step=state["step"] + 1, elapsed_s=state["elapsed_s"] + time.perf_counter() - t0)
         bar.update(1)
         bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.2f}", refresh=False)
         if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-            log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
+            run.log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
         if not math.isfinite(m["loss"]):
             raise FloatingPointError(f"loss is {m['loss']} at step {state['step']}; lower --lr")
         step, done = state["step"], state["step"] >= cfg.max_steps
         if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            log.log(step=step, **evaluate(cfg, model, eval_rows.to(device)))
+            run.log.log(step=step, **evaluate(cfg, run.model, run.eval_rows))
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not done:
-            save()
+            save(run, state)
     bar.close()
 
 
