@@ -7,12 +7,13 @@ completion's ids, right-padded to the longest row of the batch:
     positions        0 1 2 3 4 5 6 7 -1 -1      (B, T), -1 marks padding: attention never reads it (model/cache.py)
     completion_mask  0 0 0 0 1 1 1 1 0 0        (B, T), 1 on the tokens whose log-probability is scored
 
-Rendering: with ChatML tokens (SmolLM2) the prompt is one user turn plus the assistant header
-(`<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n`) and the completion ends with `<|im_end|>`, so
-the model learns to stop; without them (the speedrun's base model) the prompt is the plain `User: ...\\nAssistant:`
-transcript of `lmstack.tokenizer.chat.render_prompt` and the completion is " {text}\\n" (a reply ends at the
-newline before the next `User:`). Prompt and completion are encoded separately (as TRL does), so the completion's
-first token never merges with the prompt's last one.
+Rendering follows the fine-tuning stage's SFT rendering and `lmstack chat`, so SFT -> DPO -> chat all see the same
+text: with ChatML tokens (SmolLM2) the prompt is the chat template's default system message (SmolLM2's template
+inserts one when none is given), one user turn and the assistant header (`...<|im_start|>assistant\\n`), and the
+completion ends with `<|im_end|>`; without them (the speedrun's base model) the prompt is the plain
+`User: ...\\nAssistant:` transcript and the completion " {text}" followed by the EOS token (a newline if the
+tokenizer has none). Prompt and completion are encoded separately (as TRL does, and as generation produces them),
+so the completion's first token never merges with the prompt's last one.
 
 Too long rows keep the end of the prompt (the question is usually at its end) and the start of the completion.
 Batch order: epoch e is a permutation of the items drawn from `torch.Generator(seed + e)`, so the batch of any
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from lmstack.tokenizer.chat import IM_END, has_chatml, render_prompt
+from lmstack.tokenizer.chat import IM_END, has_chatml, render_prompt, template_system_prompt
 
 
 @dataclass
@@ -46,22 +47,24 @@ class Rows:
 
 
 def prompt_ids(tok: Any, prompt: str) -> list[int]:
-    """The prompt as one user turn, ending where the reply starts (ChatML, or a plain transcript)."""
-    return render_prompt(tok, [{"role": "user", "content": prompt}])
+    """The prompt as one user turn (after the template's default system message), ending where the reply starts."""
+    messages = [{"role": "user", "content": prompt}]
+    system = template_system_prompt(tok) if has_chatml(tok) else ""
+    return render_prompt(tok, [{"role": "system", "content": system}, *messages] if system else messages)
 
 
 def completion_ids(tok: Any, completion: str) -> list[int]:
-    """The reply's ids including its end: `<|im_end|>` with ChatML, else a newline (the plain transcript's end)."""
+    """The reply's ids including its end: `<|im_end|>` with ChatML, else EOS (or a newline without one)."""
     if has_chatml(tok):
         return tok.encode_ordinary(completion) + [tok.special_tokens[IM_END]]
-    return tok.encode_ordinary(" " + completion + "\n")
+    return tok.encode_ordinary(" " + completion) + end_of_reply_ids(tok)
 
 
 def end_of_reply_ids(tok: Any) -> list[int]:
-    """Token ids that end a sampled reply (for `SamplingParams.stop_token_ids`)."""
+    """The token that ends a reply (the stop id of rollouts): `<|im_end|>`, else EOS, else a newline."""
     if has_chatml(tok):
         return [tok.special_tokens[IM_END]]
-    return tok.encode_ordinary("\n")[-1:]
+    return [tok.eos_id] if tok.eos_id is not None else tok.encode_ordinary("\n")[-1:]
 
 
 def pad_rows(prompts: list[list[int]], completions: list[list[int]], max_len: int = 0) -> Rows:

@@ -70,8 +70,23 @@ def test_rendering_with_and_without_chatml(tiny_policy, tiny_plain_policy):
     assert end_of_reply_ids(tok) == [tok.special_tokens["<|im_end|>"]]
     _, plain = load_model(tiny_plain_policy, device="cpu")
     assert plain.decode(prompt_ids(plain, "2 + 2 =")) == "User: 2 + 2 =\nAssistant:"
-    assert plain.decode(completion_ids(plain, "4")) == " 4\n"
-    assert plain.decode(end_of_reply_ids(plain)) == "\n"
+    assert plain.decode(completion_ids(plain, "4")) == " 4<|endoftext|>"  # the EOS, as SFT renders it
+    assert end_of_reply_ids(plain) == [plain.eos_id]
+
+
+def test_chatml_prompt_carries_the_template_system_message():
+    """SmolLM2's template inserts a default system message; prompts carry it, as SFT and `lmstack chat` do."""
+    from lmstack.model import model_path
+    from lmstack.tokenizer import Tokenizer
+    from lmstack.tokenizer.chat import template_system_prompt
+
+    tok = Tokenizer.load(model_path("smollm2-135m"))
+    system = template_system_prompt(tok)
+    assert system
+    text = tok.decode(prompt_ids(tok, "2 + 2 ="))
+    assert (
+        text == f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n2 + 2 =<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_batch_order_is_a_function_of_seed_and_step():
