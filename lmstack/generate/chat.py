@@ -28,6 +28,7 @@ from lmstack.tokenizer.chat import PLAIN_STOP, chat_stop_ids, has_chatml, render
 @dataclass
 class ChatConfig:
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
+    adapter: str = ""  # PEFT adapter directory (LoRA, prompt or prefix tuning) applied to --model
     system: str = ""  # system message kept at the top; "" = the default of the model's chat template, if any
     # decoding of each reply: every SamplingParams field (--sampling.temperature=0, --sampling.json_mode, ...)
     sampling: SamplingParams = section(SamplingParams, max_new_tokens=256, temperature=0.7, top_p=0.9)
@@ -86,11 +87,11 @@ def chat_turn(
 
 
 def main(cfg: ChatConfig) -> int:
-    from lmstack.generate.cli import maybe_compile
+    from lmstack.generate.cli import maybe_compile, with_adapter
     from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    model = maybe_compile(model, cfg.compile)
+    model = maybe_compile(with_adapter(model, cfg.adapter), cfg.compile)
     chatml = has_chatml(tok)
     params = cfg.sampling_params(chat_stop_ids(tok), None if chatml else PLAIN_STOP)
     context = cfg.context or model.config.max_seq_len

@@ -34,6 +34,7 @@ from lmstack.tokenizer.chat import chat_stop_ids, template_system_prompt
 class GenerateConfig:
     prompt: str = field(default="", metadata={"positional": True})  # text to continue (or the user message, --chat)
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
+    adapter: str = ""  # PEFT adapter directory (LoRA, prompt or prefix tuning) applied to --model
     chat: bool = False  # wrap the prompt in the chat template as a user message
     system: str = ""  # system message (with --chat); "" = the chat template's default, if any
     # decoding: every SamplingParams field (--sampling.temperature=0, --sampling.top_p=0.9, ...)
@@ -62,6 +63,15 @@ def maybe_compile(model: CausalLM, enabled: bool) -> Any:
     return torch.compile(model, dynamic=True)
 
 
+def with_adapter(model: CausalLM, adapter: str) -> CausalLM:
+    """`--adapter DIR`: the model with a PEFT adapter applied (LoRA merged into the weights: no extra cost)."""
+    if not adapter:
+        return model
+    from lmstack.finetune.peft_format import load_adapter
+
+    return load_adapter(model, adapter, merge=True)
+
+
 def encode_prompt(cfg: GenerateConfig, tok: Any) -> list[int]:
     if not cfg.chat:
         ids = tok.encode(cfg.prompt)
@@ -79,7 +89,7 @@ def generate_main(cfg: GenerateConfig) -> int:
     from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    model = maybe_compile(model, cfg.compile)
+    model = maybe_compile(with_adapter(model, cfg.adapter), cfg.compile)
     draft = load_model(cfg.draft_model, cfg.device, cfg.dtype)[0] if cfg.draft_model else None
     extra = chat_stop_ids(tok) if cfg.chat else []
     params = cfg.sampling.replace(stop_token_ids=[*cfg.sampling.stop_token_ids, *extra])

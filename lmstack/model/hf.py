@@ -1,5 +1,6 @@
 """Hugging Face checkpoint interop: our `Transformer` <-> an HF model directory (GPT-2, Llama, Mistral, Qwen2,
-Mixtral), so a model trained here loads in `transformers` and a local HF checkpoint runs here.
+Mixtral, and the BERT encoder `BertModel`), so a model trained here loads in `transformers` and a local HF
+checkpoint runs here.
 
 A directory holds config.json, model.safetensors (or shards + model.safetensors.index.json) with HF tensor
 names, generation_config.json and, if a tokenizer was given, its files. Architectures with no HF equivalent
@@ -7,7 +8,9 @@ names, generation_config.json and, if a tokenizer was given, its files. Architec
 `"model_type": "lmstack"`, our field names in config.json and our tensor names. Weights are read only from
 safetensors; a pickle-only checkpoint (`pytorch_model.bin`) is refused with an explanation.
 Follows the name layouts of `transformers`' modeling_gpt2/llama/mistral/qwen2/mixtral (tables in hf_names.py).
-Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, HF quantized checkpoints.
+Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, HF quantized checkpoints,
+BERT's pooler (tanh dense on [CLS], unused by sentence embedders: skipped on import, absent on export) and
+relative-position BERT variants.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from lmstack.model.hf_names import GPT2_TRANSPOSED, is_ignored, rename
 from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
 
-FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "lmstack")
+FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "bert", "lmstack")
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "mixtral": "MixtralForCausalLM",
+    "bert": "BertModel",
     "lmstack": "LmstackForCausalLM",
 }
 
@@ -42,6 +46,8 @@ ARCHITECTURES = {
 
 def hf_family(cfg: ModelConfig) -> str:
     """The HF model_type that expresses `cfg` exactly, or "lmstack" when none does."""
+    if _is_bert(cfg):
+        return "bert"
     common = cfg.causal and cfg.norm_placement == "pre" and not cfg.qk_norm
     if (
         common
@@ -67,6 +73,27 @@ def hf_family(cfg: ModelConfig) -> str:
     return "mistral" if cfg.sliding_window is not None else "llama"
 
 
+def _is_bert(cfg: ModelConfig) -> bool:
+    return (
+        not cfg.causal
+        and cfg.norm_placement == "post"
+        and cfg.norm == "layernorm"
+        and cfg.norm_bias
+        and cfg.embed_norm
+        and cfg.type_vocab_size > 0
+        and cfg.position == "learned"
+        and cfg.ffn == "gelu"
+        and cfg.bias
+        and cfg.qkv_bias
+        and not cfg.qk_norm
+        and cfg.n_kv_heads == cfg.n_heads
+        and cfg.head_dim * cfg.n_heads == cfg.d_model
+        and not cfg.n_experts
+        and cfg.sliding_window is None
+        and not cfg.lm_head
+    )
+
+
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     """config.json contents for `cfg` (HF field names for HF families, ours for "lmstack")."""
     family = hf_family(cfg)
@@ -79,6 +106,25 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     }
     if family == "lmstack":
         return {**head, **cfg.to_dict()}
+    if family == "bert":
+        return {
+            **head,
+            "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.d_model,
+            "num_hidden_layers": cfg.n_layers,
+            "num_attention_heads": cfg.n_heads,
+            "intermediate_size": cfg.d_ff,
+            "hidden_act": "gelu_new" if cfg.gelu_approx == "tanh" else "gelu",
+            "hidden_dropout_prob": cfg.dropout,
+            "attention_probs_dropout_prob": cfg.dropout,
+            "max_position_embeddings": cfg.max_seq_len,
+            "type_vocab_size": cfg.type_vocab_size,
+            "initializer_range": cfg.init_std,
+            "layer_norm_eps": cfg.norm_eps,
+            "position_embedding_type": "absolute",
+            "pad_token_id": 0,
+            **ids,
+        }
     if family == "gpt2":
         return {
             **head,
@@ -157,6 +203,40 @@ def _gpt2_config(hf: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _bert_config(hf: dict[str, Any]) -> dict[str, Any]:
+    act = hf.get("hidden_act", "gelu")
+    if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"config.json: hidden_act={act!r} is not supported for bert (gelu, gelu_new)")
+    kind = hf.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise ValueError(f"config.json: position_embedding_type={kind!r} is not supported (absolute only)")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        raise ValueError("config.json: is_decoder / add_cross_attention BERT models are not supported")
+    return dict(
+        vocab_size=hf["vocab_size"],
+        n_layers=hf["num_hidden_layers"],
+        d_model=hf["hidden_size"],
+        n_heads=hf["num_attention_heads"],
+        d_ff=hf["intermediate_size"],
+        max_seq_len=hf.get("max_position_embeddings", 512),
+        norm="layernorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        norm_bias=True,
+        norm_placement="post",
+        position="learned",
+        ffn="gelu",
+        gelu_approx="none" if act == "gelu" else "tanh",
+        bias=True,
+        qkv_bias=True,
+        causal=False,
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        embed_norm=True,
+        lm_head=False,
+        scaled_residual_init=False,
+        init_std=hf.get("initializer_range", 0.02),
+    )
+
+
 def _rope_fields(hf: dict[str, Any]) -> dict[str, Any]:
     """RoPE theta / scaling from either the v5 `rope_parameters` dict or the v4 `rope_theta` + `rope_scaling`."""
     params = dict(hf.get("rope_parameters") or {})
@@ -220,7 +300,12 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
         if family == "lmstack":
             names = {f.name for f in dataclasses.fields(ModelConfig)}
             return ModelConfig.from_dict({k: v for k, v in hf.items() if k in names})
-        fields = _gpt2_config(hf) if family == "gpt2" else _llama_config(hf, family)
+        if family == "gpt2":
+            fields = _gpt2_config(hf)
+        elif family == "bert":
+            fields = _bert_config(hf)
+        else:
+            fields = _llama_config(hf, family)
     except KeyError as e:
         raise ValueError(f"{where}: missing field {e.args[0]!r} required for model_type {family!r}") from None
     except (TypeError, ValueError) as e:
@@ -291,6 +376,8 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
             (k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in tensors.items()
         }
         expected = _fuse_qkv(expected, cfg.n_layers, shapes=True)
+    if family == "bert":  # BertFor* task models prefix the encoder with "bert."
+        tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
     out: dict[str, torch.Tensor] = {}
     for hf_name, tensor in tensors.items():
         if family != "lmstack" and is_ignored(hf_name, family):
