@@ -46,6 +46,7 @@ COMMANDS: dict[str, Command] = {
     "dpo": Command("lmstack.align.dpo", "DPOConfig", "main", "preference-tune a model: DPO / cDPO / robust / IPO"),
     "orpo": Command("lmstack.align.orpo", "ORPOConfig", "main", "SFT + odds-ratio preference tuning in one stage"),
     "grpo": Command("lmstack.align.grpo", "GRPOConfig", "main", "RL from verifiable rewards with group advantages"),
+    "pipeline": Command("lmstack.align.pipeline", "PipelineConfig", "main", "stages in order (pretrain -> sft -> dpo)"),
 }
 
 

@@ -46,3 +46,17 @@ def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_plain_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same without ChatML tokens (a base model: prompts are a plain User/Assistant transcript)."""
     return save_tiny_policy(tmp_path_factory.mktemp("plain") / "model", chatml=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Token shards of synthetic arithmetic text (train / val) and their BPE tokenizer, for a pretraining stage."""
+    from lmstack.data.shards import write_shards
+    from lmstack.tokenizer import Tokenizer
+
+    out = tmp_path_factory.mktemp("shards")
+    train, val = arithmetic_texts(300, seed=1), arithmetic_texts(30, seed=2)
+    tok = Tokenizer.train(train, 300, special_tokens=["<|endoftext|>"], show_progress=False)
+    tok.save(out / "tokenizer")
+    write_shards(train, val, tok, out, workers=1)
+    return out

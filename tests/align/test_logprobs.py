@@ -101,3 +101,17 @@ def test_temperature_scores_the_tempered_policy():
     ids = torch.randint(0, 7, (2, 5))
     expected = torch.log_softmax(logits[:, :-1] / 0.7, -1).gather(-1, ids[:, 1:, None])[..., 0]
     torch.testing.assert_close(gather_logprobs(logits, ids, temperature=0.7), expected)
+
+
+def test_rendering_equals_sft_rendering(tiny_policy, tiny_plain_policy):
+    """Prompt and reply ids are exactly what the fine-tuning stage trains on (`chat_data.prompt_and_answer`), so
+    an SFT model is preference-tuned on the text it learned."""
+    from lmstack.finetune.chat_data import prompt_and_answer
+    from lmstack.model import model_path
+    from lmstack.tokenizer import Tokenizer
+
+    toks = [Tokenizer.load(model_path("smollm2-135m")), load_model(tiny_policy)[1], load_model(tiny_plain_policy)[1]]
+    for tok in toks:
+        for q, a in [("State the final answer to the following arithmetic problem: 58 + 26 =", "84"), ("Hi.\n", "-3")]:
+            messages = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            assert prompt_and_answer(tok, messages) == (prompt_ids(tok, q), completion_ids(tok, a))
