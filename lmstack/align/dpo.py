@@ -68,31 +68,26 @@ class DPOConfig:
     out_dir: str = "runs/dpo"  # metrics.jsonl, config.yaml, checkpoint/ go here
     resume: bool = False  # continue exactly from <out_dir>/checkpoint
     overwrite: bool = False  # allow starting fresh over an existing <out_dir>/checkpoint
-    # the loss
     loss_type: str = "sigmoid"  # sigmoid (DPO) | cdpo (conservative) | robust (rDPO) | ipo
     beta: float = 0.1  # KL strength: implicit reward = beta * log(pi / pi_ref); IPO's tau
     label_smoothing: float = 0.0  # cdpo / robust: probability that a preference label is flipped
     reference: str = "precompute"  # precompute (reference log-probs once, before training) | frozen (a copy)
     train_layers: int = 0  # train only the last N transformer blocks (+ final norm); 0 = every parameter
     max_len: int = 256  # longest row (prompt + completion) in tokens; longer rows keep the prompt's end
-    # batch and budget
     batch_size: int = 8  # preference pairs per optimizer step
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 100  # optimizer steps
-    # optimizer and schedule
     lr: float = 1e-5  # peak learning rate
     schedule: str = "cosine"  # cosine | constant | wsd
     warmup_frac: float = 0.1  # fraction of the steps in linear warmup
     min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak
     weight_decay: float = 0.0  # AdamW decoupled weight decay on matrices
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
-    # evaluation, checkpoints
     eval_every: int = 25  # steps between held-out evaluations (0 = only before and after)
     eval_batch_size: int = 16  # rows per forward when scoring held-out pairs and reference log-probs
     ckpt_every: int = 0  # steps between checkpoints (0 = only at the end and on Ctrl-C)
     stop_after: int = 0  # stop (with a checkpoint) after this many steps, as if interrupted; 0 = run the budget
     log_every: int = 1  # steps between metrics lines
-    # execution
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     threads: int = 0  # torch CPU threads; 0 = all cores
     seed: int = 1337  # batch order, wrong answers of the embedded pairs, held-out split

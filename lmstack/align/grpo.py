@@ -62,13 +62,11 @@ class GRPOConfig:
     out_dir: str = "runs/grpo"  # metrics.jsonl, config.yaml, curves.png, checkpoint/ go here
     resume: bool = False  # continue exactly from <out_dir>/checkpoint
     overwrite: bool = False  # allow starting fresh over an existing <out_dir>/checkpoint
-    # rollouts
     prompts_per_step: int = 4  # problems per step
     group_size: int = 8  # completions sampled per problem (G); advantages are normalized within each group
     # how rollouts are sampled: every SamplingParams field (--sampling.temperature, --sampling.top_k, ...) except
     # those GRPO sets itself (n = group_size, the seed, the end-of-reply stop token)
     sampling: SamplingParams = section(SamplingParams, fixed=ROLLOUT_FIXED, max_new_tokens=16, temperature=1.0)
-    # the loss
     loss_type: str = "grpo"  # grpo (per-sequence mean) | bnpo (token mean) | dr_grpo (fixed normalizer)
     scale_rewards: str = "group"  # divide advantages by the group std (group), the batch std (batch), or not (none)
     beta: float = 0.04  # KL penalty to the reference (the initial policy); 0 = no reference model in memory
@@ -77,7 +75,6 @@ class GRPOConfig:
     num_iterations: int = 1  # optimizer steps per batch of rollouts (mu); > 1 makes the clipping matter
     train_layers: int = 0  # train only the last N transformer blocks (+ final norm); 0 = every parameter
     micro_batch: int = 8  # rows per forward/backward (gradient accumulation over the step's rows)
-    # budget and optimizer
     max_steps: int = 40  # rollout steps
     lr: float = 1e-5  # peak learning rate
     schedule: str = "constant"  # cosine | constant | wsd
@@ -85,7 +82,6 @@ class GRPOConfig:
     min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak (cosine, wsd)
     weight_decay: float = 0.0  # AdamW decoupled weight decay on matrices
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
-    # evaluation, checkpoints
     eval_every: int = 10  # steps between held-out evaluations (0 = only before and after)
     eval_batch_size: int = 32  # held-out prompts per generate call
     ckpt_every: int = 0  # steps between checkpoints (0 = only at the end and on Ctrl-C)
