@@ -132,12 +132,15 @@ def reference_logps(cfg: DPOConfig, policy: Any, train: Rows, held_out: Rows, de
     return out
 
 
-def evaluate(cfg: DPOConfig, policy: Any, held_out: Rows, ref: torch.Tensor) -> dict[str, float]:
-    """Held-out preference accuracy and margins, plus the DPO loss and implicit-reward metrics vs pi_ref."""
-    chosen, rejected = pair_logps(policy, held_out, cfg.eval_batch_size)
-    n = chosen.shape[0]
+def evaluate(cfg: DPOConfig, policy: Any, held_out: Rows, ref: torch.Tensor, logps: torch.Tensor | None = None) -> dict:
+    """Held-out preference accuracy and margins, plus the DPO loss and implicit-reward metrics vs pi_ref.
+    `logps` (2 M,) are the policy's held-out log-probs when already known (at step 0 they are the reference's)."""
+    if logps is None:
+        logps = torch.cat(pair_logps(policy, held_out, cfg.eval_batch_size)).cpu()
+    n = logps.shape[0] // 2
+    chosen, rejected = logps[:n], logps[n:]
     lengths = held_out.completion_lengths.cpu()
-    out = dpo_loss(chosen.cpu(), rejected.cpu(), ref[:n], ref[n:], cfg.beta, cfg.loss_type, cfg.label_smoothing,
+    out = dpo_loss(chosen, rejected, ref[:n], ref[n:], cfg.beta, cfg.loss_type, cfg.label_smoothing,
                    lengths[:n], lengths[n:])  # fmt: skip
     dpo = out.metrics(chosen, rejected)
     return {**preference_metrics(chosen, rejected), "eval_loss": dpo["loss"],
@@ -231,7 +234,13 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
         read_state(run.ckpt)  # a clear error first if it is missing or corrupted
         state = load_checkpoint(run.ckpt, run.policy, run.opt, run.identity, run.load_weights(run.ckpt))
     else:
-        state = {"step": 0, "elapsed_s": 0.0, "before": evaluate(cfg, run.policy, run.eval_rows, run.refs["eval"])}
+        # before training the policy is the reference (unless --ref_model differs): its log-probs are known
+        known = run.refs["eval"] if not cfg.ref_model else None
+        state = {
+            "step": 0,
+            "elapsed_s": 0.0,
+            "before": evaluate(cfg, run.policy, run.eval_rows, run.refs["eval"], known),
+        }
         run.log.log(step=0, **state["before"])
     atomic_write_text(Path(cfg.out_dir) / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     info(f"dpo: held-out preference accuracy before: {state['before']['pref_accuracy']:.3f}")
