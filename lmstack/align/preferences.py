@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmstack.align.batching import Rows, completion_ids, pad_rows, prompt_ids
 from lmstack.align.tasks import splits, wrong_answer
 
@@ -100,8 +102,6 @@ def encode_pairs(tok: Any, pairs: list[PreferencePair], max_len: int = 0) -> Row
 
 def select(rows: Rows, pair_indices: list[int]) -> Rows:
     """The chosen and rejected rows of some pairs out of `encode_pairs` rows, chosen first."""
-    import torch
-
     n = rows.input_ids.shape[0] // 2
     idx = torch.tensor(pair_indices + [n + i for i in pair_indices], dtype=torch.long)
     return Rows(rows.input_ids[idx], rows.positions[idx], rows.completion_mask[idx])
