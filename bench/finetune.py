@@ -48,9 +48,10 @@ def one(method: str, args: argparse.Namespace) -> dict:
     from lmstack.finetune.chat_data import render_all
     from lmstack.finetune.exact_match import greedy_exact_match
     from lmstack.finetune.lora import trainable_report
+    from lmstack.finetune.methods import build
     from lmstack.finetune.packing import make_batch
     from lmstack.finetune.qlora import base_weight_bytes, release_memory, resident_mb
-    from lmstack.finetune.sft import SFTConfig, build, step_examples, train_step
+    from lmstack.finetune.sft import SFTConfig, step_examples, train_step
     from lmstack.train.optim import build_optimizer
 
     torch.set_num_threads(args.threads)
@@ -126,31 +127,66 @@ def main() -> None:
     ap.add_argument("--n_generate", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--one", default="", help="internal: run one method and print its JSON")
+    ap.add_argument("--rows", default="", help="JSON lines of methods already measured (in METHODS order)")
+    ap.add_argument("--rerun", default="", help="comma-separated methods to re-measure (with --rows)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args)))
         return
-    rows = []
-    for method in METHODS:
-        cmd = [sys.executable, __file__, "--one", method] + [f"--{k}={v}" for k, v in vars(args).items() if k != "one"]
+    rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines()] if args.rows else []
+    for method in METHODS[len(rows) :] if not args.rerun else ():
+        cmd = [sys.executable, __file__, "--one", method]
+        cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in ("one", "rows", "rerun")]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
+    for method in args.rerun.split(",") if args.rerun else ():  # re-measure some methods, keep the others' rows
+        cmd = [sys.executable, __file__, "--one", method]
+        cmd += [f"--{k}={v}" for k, v in vars(args).items() if k not in ("one", "rows", "rerun")]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows[METHODS.index(method)] = json.loads(res.stdout.strip().splitlines()[-1])
+    report(rows, args)
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
     full = rows[0]
     body = (
         f"`bench/finetune.py`: {args.model}, {args.steps} steps of {args.batch_size} `arithmetic` conversations per "
-        f"method (same batches; LoRA/QLoRA r=8 on q/k/v/o, prompt tuning 16 tokens), exact match on {args.n_eval} held-out problems, {args.threads} threads.\n\n"
+        f"method (same batches; LoRA/QLoRA r=8 on q/k/v/o, prompt tuning 16 tokens), exact match on {args.n_eval} "
+        f"held-out problems, {args.threads} threads.\n\n"
         + table(
-            ["method", "trainable", "% of full", "base weights MiB", "resident MiB", "peak train MiB", "step s",
-             "final loss", "held-out EM"],
-            [[r["method"], f"{r['trainable']:,}", 100 * r["trainable"] / full["trainable"], r["base_weight_mb"],
-              r["resident_mb"], r["peak_train_mb"], r["step_s"], r["final_loss"], r["exact_match"]] for r in rows],
+            [
+                "method",
+                "trainable",
+                "% of full",
+                "base weights MiB",
+                "resident MiB",
+                "peak train MiB",
+                "step s",
+                "final loss",
+                "held-out EM",
+            ],
+            [
+                [
+                    r["method"],
+                    f"{r['trainable']:,}",
+                    100 * r["trainable"] / full["trainable"],
+                    r["base_weight_mb"],
+                    r["resident_mb"],
+                    r["peak_train_mb"],
+                    r["step_s"],
+                    r["final_loss"],
+                    r["exact_match"],
+                ]
+                for r in rows
+            ],
         )  # fmt: skip
         + "\n\n"
-        + f"LoRA trainable / full: {rows[1]['trainable'] / full['trainable']:.2%} (target <= 1 %); QLoRA base weights / "
-        f"fp32: {rows[2]['base_weight_mb'] / full['base_weight_mb']:.2f}x (target <= 0.3x); LoRA step / full step: "
-        f"{rows[1]['step_s'] / full['step_s']:.2f}x (target <= 1). Teacher-forced vs generated verdicts agree on "
-        f"{rows[1].get('generate_agrees', float('nan')):.0%} of {args.n_generate} items.\n\n![methods](img/finetune_methods.png)"
+        + f"LoRA trainable / full: {rows[1]['trainable'] / full['trainable']:.2%} (target <= 1 %); QLoRA base "
+        f"weights / fp32: {rows[2]['base_weight_mb'] / full['base_weight_mb']:.2f}x (target <= 0.3x); LoRA step / "
+        f"full step: {rows[1]['step_s'] / full['step_s']:.2f}x (target <= 1). Teacher-forced vs generated verdicts "
+        f"agree on {rows[1].get('generate_agrees', float('nan')):.0%} of {args.n_generate} items.\n\n"
+        "![methods](img/finetune_methods.png)"
     )
     plot(rows, Path(__file__).resolve().parent.parent / "docs" / "img" / "finetune_methods.png")
     print(body)

@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "calc": Command("lmstack.model.calc", "CalcConfig", "main", "parameters, FLOPs, memory and KV-cache sizes"),
     "prepare-data": Command("lmstack.data.prepare", "PrepareConfig", "main", "dedup + tokenize a corpus into shards"),
     "pretrain": Command("lmstack.train.pretrain", "PretrainConfig", "main", "pretrain a transformer on token shards"),
+    "distill": Command("lmstack.train.distill", "DistillConfig", "main", "distill a teacher into a small student"),
     "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
     "sft": Command("lmstack.finetune.sft", "SFTConfig", "main", "supervised fine-tuning (full; --method for others)"),
@@ -47,6 +48,7 @@ COMMANDS: dict[str, Command] = {
     "orpo": Command("lmstack.align.orpo", "ORPOConfig", "main", "SFT + odds-ratio preference tuning in one stage"),
     "grpo": Command("lmstack.align.grpo", "GRPOConfig", "main", "RL from verifiable rewards with group advantages"),
     "pipeline": Command("lmstack.align.pipeline", "PipelineConfig", "main", "stages in order (pretrain -> sft -> dpo)"),
+    "serve": Command("lmstack.serve.server", "ServeConfig", "main", "OpenAI-compatible server + web chat page"),
 }
 
 

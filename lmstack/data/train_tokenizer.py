@@ -1,7 +1,10 @@
-"""Recipe `lmstack train-tokenizer`: train a byte-level BPE tokenizer on a corpus, save it, print its stats.
+"""Recipe `lmstack train-tokenizer`: train a tokenizer (byte-level BPE, or Unigram / WordPiece) on a corpus, save
+it, print its stats.
 
     lmstack train-tokenizer --corpus shakespeare --vocab_size 4096 --out_dir runs/tokenizer
     lmstack train-tokenizer --input notes/ more.jsonl --vocab_size 8192 --pattern gpt2
+    lmstack train-tokenizer --model unigram --vocab_size 4096   # SentencePiece unigram LM (EM + pruning)
+    lmstack train-tokenizer --model wordpiece --vocab_size 4096  # BERT WordPiece (likelihood merges)
 
 Reads a named corpus (`lmstack corpus list`; trains on its train split, measures on its validation split) or
 the user's files (`--input`: trains and measures on all of them). Adds <|endoftext|>, <|im_start|> and
@@ -26,6 +29,8 @@ from lmstack.tokenizer import Tokenizer
 from lmstack.tokenizer.patterns import resolve_stages
 from lmstack.tokenizer.stats import compression, pieces_line
 
+MODELS = ("bpe", "unigram", "wordpiece")
+CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 SAMPLE = "Shall I compare thee to a summer's day? In 2026, 1234567 tokens cost $3.50 — naïve café, 東京."
 
 
@@ -33,16 +38,25 @@ SAMPLE = "Shall I compare thee to a summer's day? In 2026, 1234567 tokens cost $
 class TrainTokenizerConfig:
     corpus: str = "shakespeare"  # named corpus (see `lmstack corpus list`); ignored when --input is given
     input: list[str] = field(default_factory=list)  # your own .txt/.md/.jsonl files or directories
-    vocab_size: int = 4096  # total tokens: 256 bytes + merges + special tokens
-    pattern: str = "gpt4"  # pre-tokenization: gpt2, gpt4, o200k, smollm, or a custom "regex:<pattern>"
+    model: str = "bpe"  # bpe (byte-level BPE) | unigram (SentencePiece, byte fallback) | wordpiece (BERT, lowercased)
+    vocab_size: int = 4096  # total tokens: 256 bytes + merges + special tokens (unigram: + <unk>)
+    pattern: str = "gpt4"  # bpe pre-tokenization: gpt2, gpt4, o200k, smollm, or a custom "regex:<pattern>"
     # special tokens appended after the merges (ChatML by default)
-    special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    special_tokens: list[str] = field(default_factory=lambda: list(CHATML))  # wordpiece: [PAD] [UNK] [CLS] ...
     out_dir: str = "runs/tokenizer"  # where the tokenizer and its stats are written
     baselines: bool = True  # also measure GPT-2 and cl100k on the same text (needs the reference packages)
     sample: str = SAMPLE  # text shown cut into pieces at the end
 
     def __post_init__(self) -> None:
-        floor = 256 + len(self.special_tokens)
+        if self.model not in MODELS:
+            raise ValueError(f"--model={self.model!r}; expected one of {list(MODELS)}")
+        floor = 256 + len(self.special_tokens) + (self.model == "unigram")
+        if self.model == "wordpiece":
+            if self.special_tokens == CHATML:  # the default: BERT's own special tokens instead
+                self.special_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            floor = len(self.special_tokens)  # + the corpus's alphabet, checked when training
+            if "[UNK]" not in self.special_tokens:
+                raise ValueError(f"--special_tokens={self.special_tokens}: WordPiece needs [UNK] among them")
         if self.vocab_size <= floor:
             raise ValueError(f"--vocab_size={self.vocab_size}: must exceed 256 bytes + special tokens = {floor}")
         if not self.input and not self.corpus:
@@ -74,7 +88,16 @@ def _train_or_reuse(cfg: TrainTokenizerConfig, train: list[str], out: Path, log:
         return Tokenizer.load(out)
     pattern = cfg.pattern
     start = time.perf_counter()
-    tok = Tokenizer.train(train, cfg.vocab_size, pattern, cfg.special_tokens)
+    if cfg.model == "unigram":
+        from lmstack.tokenizer.unigram import UnigramTokenizer
+
+        tok = UnigramTokenizer.train(train, cfg.vocab_size, special_tokens=cfg.special_tokens)
+    elif cfg.model == "wordpiece":
+        from lmstack.tokenizer.wordpiece_trainer import train_wordpiece_tokenizer
+
+        tok = train_wordpiece_tokenizer(train, cfg.vocab_size, cfg.special_tokens)
+    else:
+        tok = Tokenizer.train(train, cfg.vocab_size, pattern, cfg.special_tokens)
     seconds = time.perf_counter() - start
     n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in train)
     log.log(event="trained", seconds=seconds, train_bytes=n_bytes, vocab_size=tok.vocab_size)
@@ -106,13 +129,14 @@ def main(cfg: TrainTokenizerConfig) -> int:
     stats = {name: c.as_dict() for name, c in rows.items()}
     log.log(event="stats", **{f"{n}/{k}": v for n, d in stats.items() for k, v in d.items()})
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=2) + "\n")
-    print(f"tokenizer: {out}  (vocab_size {tok.vocab_size}, pattern {cfg.pattern}, special {cfg.special_tokens})")
+    kind = f"pattern {cfg.pattern}" if cfg.model == "bpe" else cfg.model
+    print(f"tokenizer: {out}  (vocab_size {tok.vocab_size}, {kind}, special {cfg.special_tokens})")
     print(f"measured on {rows['ours'].bytes / 1e6:.2f} MB, {rows['ours'].words} words\n")
     print(f"{'tokenizer':<16} {'vocab':>7} {'bytes/token':>12} {'tokens/word':>12} {'vocab used':>11}")
     for name, c in rows.items():
         ratios = f"{c.bytes_per_token:>12.3f} {c.tokens_per_word:>12.3f} {c.vocab_used:>10.1%}"
         print(f"{name:<16} {toks[name].vocab_size:>7} {ratios}")
-    ids = tok.encode_ordinary(cfg.sample)
+    ids = tok.encode_ordinary(cfg.sample) if hasattr(tok, "encode_ordinary") else tok.encode(cfg.sample)
     print(f"\nsample ({len(ids)} tokens): {pieces_line(tok, cfg.sample)}")
     print(f"ids: {ids}")
     return 0

@@ -66,7 +66,7 @@ def _generated(name: str, split: str, n: int, seed: int) -> list[Messages]:
         ds = reasoning_gym.create_dataset(dataset, size=10**7, seed=s, **kw)  # items are generated on access
         out: list[Messages] = []
         seen = set(exclude)
-        for i in range(100 * count + 10_000):
+        for i in range(3 * count + 5_000):  # ~3x a coupon collector's need when count is ~90 % of all problems
             item = ds[i]
             if item["question"] not in seen:
                 seen.add(item["question"])
@@ -74,7 +74,7 @@ def _generated(name: str, split: str, n: int, seed: int) -> list[Messages]:
                             {"role": "assistant", "content": item["answer"]}])  # fmt: skip
                 if len(out) == count:
                     return out
-        raise ValueError(f"--data={name}: the generator yields only ~{len(out)} distinct problems; lower the size")
+        raise ValueError(f"--data={name}: found only {len(out)} distinct problems in {i + 1} draws; lower the size")
 
     pool = draw(HELD_OUT_SEED, max(HELD_OUT_POOL, n if split == "held_out" else 0), set())
     if split == "held_out":

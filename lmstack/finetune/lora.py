@@ -81,23 +81,18 @@ class LoRALinear(nn.Module):
 
 def module_names(model: Transformer) -> dict[str, str]:
     """Every linear layer of the model: our module name -> the name targets are matched against (HF's when the
-    model has an HF family, else ours). The output head is listed (PEFT can target it) as "lm_head"."""
+    model has an HF family that names each layer, else ours: GPT-2 fuses q/k/v into one `c_attn`, so a GPT-2
+    adapter keeps our names and loads here but not in PEFT). The output head is listed as "lm_head"."""
     from lmstack.model.hf import hf_family
     from lmstack.model.hf_names import rename
 
     family = hf_family(model.config)
-    out = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Linear, NF4Linear)) and not name.endswith(("lora_A", "lora_B")):
-            name = name.removesuffix(".base")
-            if family == "lmstack" or name == "lm_head":
-                out[name] = name
-                continue
-            hf = rename(f"{name}.weight", family, to_hf=True)
-            if hf is None or hf.endswith(("c_attn.weight",)):
-                raise ValueError(f"LoRA: module {name} has no separate HF name in family {family!r}")
-            out[name] = hf.removesuffix(".weight")
-    return out
+    ours = [n.removesuffix(".base") for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, NF4Linear)) and not n.endswith(("lora_A", "lora_B"))]  # fmt: skip
+    if family in ("lmstack", "gpt2"):
+        return {n: n for n in ours}
+    hf = {n: n if n == "lm_head" else rename(f"{n}.weight", family, to_hf=True) for n in ours}
+    return {n: h.removesuffix(".weight") for n, h in hf.items() if h is not None}
 
 
 def matches(target: str | list[str], name: str) -> bool:

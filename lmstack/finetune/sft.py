@@ -37,21 +37,18 @@ from lmstack.common.atomic import atomic_write_text
 from lmstack.common.config import config_to_dict
 from lmstack.common.log import JsonlLogger, info, progress
 from lmstack.common.signals import interruptible
-from lmstack.finetune import peft_format
 from lmstack.finetune.builtin_data import NAMES, load_builtin
 from lmstack.finetune.chat_data import Messages, Rendered, read_jsonl, render_all
 from lmstack.finetune.exact_match import greedy_exact_match
-from lmstack.finetune.lora import apply_lora, merged_state_dict, trainable_report
+from lmstack.finetune.lora import merged_state_dict, trainable_report
+from lmstack.finetune.methods import METHODS, build, restore_output, save_output
 from lmstack.finetune.packing import make_batch
-from lmstack.finetune.prefix_tuning import PrefixTuning
-from lmstack.finetune.prompt_tuning import PromptTuning
-from lmstack.finetune.qlora import base_weight_bytes, quantize_base, resident_mb
-from lmstack.model import Transformer, load_model, model_path
-from lmstack.train.checkpoint import load_checkpoint, read_state, save_checkpoint
+from lmstack.finetune.qlora import base_weight_bytes, resident_mb
+from lmstack.model import Transformer
+from lmstack.train.checkpoint import load_checkpoint, save_checkpoint
 from lmstack.train.optim import build_optimizer, set_lr
 from lmstack.train.schedule import Schedule
 
-METHODS = ("full", "lora", "qlora", "prompt", "prefix")
 CKPT = "checkpoint"
 
 
@@ -170,65 +167,6 @@ def step_examples(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return out
 
 
-# ---- model + method -----------------------------------------------------------------------------------------
-
-
-def build(cfg: SFTConfig, device: str) -> tuple[torch.nn.Module, Transformer, Any]:
-    """(the module that trains, the underlying Transformer, tokenizer) with the method attached."""
-    base, tok = load_model(cfg.model, device)
-    base.train()
-    torch.manual_seed(cfg.seed)
-    if cfg.method == "full":
-        return base, base, tok
-    if cfg.method == "qlora":
-        quantize_base(base)
-    if cfg.method in ("lora", "qlora"):
-        targets = cfg.target_regex or cfg.target_modules
-        dtype = torch.bfloat16 if cfg.adapter_dtype == "bfloat16" else torch.float32
-        apply_lora(base, targets, cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, dtype)
-        return base, base, tok
-    init = tok.encode(cfg.init_text) or [0]
-    init = (init * (cfg.num_virtual_tokens // len(init) + 1))[: cfg.num_virtual_tokens]
-    if cfg.method == "prompt":
-        return PromptTuning(base, init).to(device), base, tok
-    wrapper = PrefixTuning(base, cfg.num_virtual_tokens, seed=cfg.seed).to(device)
-    wrapper.init_prefix_from_text(init)
-    return wrapper, base, tok
-
-
-def adapter_config(cfg: SFTConfig, model: torch.nn.Module) -> dict[str, Any]:
-    base = str(model_path(cfg.model))
-    if cfg.method in ("lora", "qlora"):
-        targets = cfg.target_regex or cfg.target_modules
-        return peft_format.lora_config(targets, cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, base)
-    return model.peft_config(base)
-
-
-def save_output(cfg: SFTConfig, model: torch.nn.Module, base: Transformer, tok: Any, d: Path) -> None:
-    """The run's product into directory d: an HF model (full) or a PEFT adapter (the other methods)."""
-    if cfg.method == "full":
-        base.save_pretrained(d, tokenizer=tok)
-    elif cfg.method in ("lora", "qlora"):
-        peft_format.save_lora(base, d, adapter_config(cfg, model))
-    else:
-        peft_format.write_adapter(d, adapter_config(cfg, model), model.peft_tensors())
-
-
-def restore_output(cfg: SFTConfig, model: torch.nn.Module, base: Transformer, d: Path) -> dict[str, torch.Tensor]:
-    """Read back what `save_output` wrote into the live model; returns the full state dict for the optimizer."""
-    if cfg.method == "full":
-        return Transformer.from_pretrained(d).state_dict()
-    tensors = peft_format.read_adapter_weights(d)
-    if cfg.method in ("prompt", "prefix"):
-        model.load_peft_tensors(tensors)
-    else:
-        names = peft_format.module_names(base)
-        for ours, layer in peft_format.lora_layers(base).items():
-            for part in ("lora_A", "lora_B"):
-                getattr(layer, part).weight.data.copy_(tensors[f"{peft_format.PREFIX}{names[ours]}.{part}.weight"])
-    return model.state_dict()
-
-
 # ---- evaluation ---------------------------------------------------------------------------------------------
 
 
@@ -298,9 +236,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                 "batch_size": cfg.batch_size, "max_steps": cfg.max_steps, "lr": cfg.lr, "seed": cfg.seed}  # fmt: skip
     state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
     if cfg.resume:
-        saved = read_state(ckpt)
         state = load_checkpoint(ckpt, model, opt, identity, restore_output(cfg, model, base, ckpt))
-        assert state["step"] == saved["step"]
         before = state["before"]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from lmstack.generate.decode import GenerationStats, check_prompts, eos_ids_of, left_pad
-from lmstack.generate.kv_cache import ContiguousKVCache
+from lmstack.generate.decode import GenerationStats, check_prompts, eos_ids_of, prefill
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline
 from lmstack.model.causal_lm import CausalLM
@@ -98,13 +97,8 @@ def beam_search(
     eos = eos_ids_of(model, params)
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     C = max(2, 1 + len(eos)) * K
-    ids, pos = left_pad(prompts, device)
-    cache = ContiguousKVCache.for_model(model, B, max_len=ids.shape[1] + T_new)
-    logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V) prefill once per prompt
-    stats.forwards += 1
-    rows = torch.arange(B, device=device).repeat_interleave(K)  # every beam starts from its prompt's prefill
-    cache.select(rows)
-    logits, next_pos = logits.index_select(0, rows), (pos[:, -1:] + 1).index_select(0, rows)
+    cache, logits, next_pos = prefill(model, prompts, K, T_new, stats)  # every beam starts from its prompt's prefill
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B * K,) the prompt of each beam
     pipe = LogitsPipeline(params.replace(temperature=0.0), logits.shape[-1], eos, [prompts[r] for r in rows], device)
     s = BeamState(B, K, T_new, device)
     V = logits.shape[-1]

@@ -40,6 +40,8 @@ class ChatConfig:
     def __post_init__(self) -> None:
         if self.context < 0:
             raise ValueError(f"--context={self.context}: must be >= 0")
+        if self.dtype not in ("", "float32", "bfloat16", "float16"):
+            raise ValueError(f"--dtype={self.dtype!r}: expected float32, bfloat16 or float16 (or empty)")
         if self.sampling.n != 1 or self.sampling.beam_width != 1:
             raise ValueError("--sampling.n and --sampling.beam_width must be 1 in a chat (one streamed reply)")
 

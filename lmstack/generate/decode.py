@@ -99,10 +99,11 @@ def check_prompts(model: CausalLM, prompts: list[list[int]], params: SamplingPar
     if not prompts or any(len(x) == 0 for x in prompts):
         raise ValueError("prompts: expected a non-empty list of non-empty token id lists")
     V, limit = model.config.vocab_size, model.config.max_seq_len
+    encoder_decoder = getattr(model.config, "is_encoder_decoder", False)  # prompt and output have their own limits
     for i, x in enumerate(prompts):
         if min(x) < 0 or max(x) >= V:
             raise ValueError(f"prompts[{i}]: token ids must be in [0, {V}), got min {min(x)} max {max(x)}")
-        if len(x) + params.max_new_tokens > limit:
+        if (0 if encoder_decoder else len(x)) + params.max_new_tokens > limit:
             raise ValueError(
                 f"prompts[{i}]: {len(x)} prompt + {params.max_new_tokens} new tokens exceed the model's "
                 f"max_seq_len={limit}; shorten the prompt or lower max_new_tokens"
@@ -119,10 +120,17 @@ def prefill(
     model: CausalLM, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats
 ) -> tuple[ContiguousKVCache, torch.Tensor, torch.Tensor]:
     """One forward over the left-padded prompts; rows duplicated n times (the samples share the prefill).
+    An encoder-decoder encodes the prompts once and prefills its decoder with `decoder_start_token_id`.
 
     Returns the cache, last logits (B * n, V) and the next position of every row (B * n, 1)."""
     ids, pos = left_pad(prompts, next(model.parameters()).device)
-    cache = ContiguousKVCache.for_model(model, len(prompts), max_len=ids.shape[1] + max_new)
+    if getattr(model.config, "is_encoder_decoder", False):
+        cache = ContiguousKVCache.for_model(model, len(prompts), max_len=1 + max_new)
+        cache.encoder = model.encode(ids, pos)
+        ids = torch.full((len(prompts), 1), model.config.decoder_start_token_id or 0, device=ids.device)
+        pos = torch.zeros_like(ids)
+    else:
+        cache = ContiguousKVCache.for_model(model, len(prompts), max_len=ids.shape[1] + max_new)
     logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V)
     stats.forwards += 1
     stats.prompt_tokens += sum(len(x) for x in prompts)

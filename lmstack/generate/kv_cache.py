@@ -13,7 +13,9 @@ whole generation O(T^2). With it, step t computes K/V for one token and reads t 
 Extra operations the decoders need: `select(rows)` keeps, duplicates or reorders rows (beam search reorders by
 parent beam; `n` samples duplicate the prompt's prefill instead of recomputing it) and `truncate(length)` drops
 the newest slots (speculative decoding rolls back rejected draft tokens). With `grow=True` the tensors start
-small and double on demand up to `max_len`. Left out: paging and prefix sharing (`lmstack.serve`), quantized
+small and double on demand up to `max_len`. For an encoder-decoder model the cache holds the decoder's
+self-attention and carries the encoder's output as `encoder` (`lmstack.model.cache.EncoderCache`), whose rows
+`select` and `reorder_` move in step. Left out: paging and prefix sharing (`lmstack.serve`), quantized
 KV (int8/fp8), sliding-window ring buffers (a windowed model still gets a full cache; the mask does the rest).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from lmstack.model.cache import EncoderCache
 from lmstack.model.causal_lm import CausalLM
 
 
@@ -46,13 +49,16 @@ class ContiguousKVCache:
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.pos = torch.full((batch, cap), -1, dtype=torch.long, device=device)  # (B, cap) -1 = empty
         self.lengths = [0] * n_layers  # filled slots per layer (layers fill one after another in a forward)
+        self.encoder: EncoderCache | None = None  # encoder-decoder models: the source, cross-attended to
 
     @classmethod
     def for_model(cls, model: CausalLM, batch: int, max_len: int | None = None, **kw: object) -> ContiguousKVCache:
-        """A cache shaped for `model.config` (n_layers, n_kv_heads, head_dim), in the model's dtype and device."""
+        """A cache shaped for `model.config` (n_layers, n_kv_heads, head_dim), in the model's dtype and device; an
+        encoder-decoder's cache has one layer per decoder block."""
         c = model.config
         p = next(model.parameters())
-        return cls(c.n_layers, batch, c.n_kv_heads, c.head_dim, max_len or c.max_seq_len, p.dtype, p.device, **kw)
+        n = getattr(c, "n_decoder_layers", 0) or c.n_layers
+        return cls(n, batch, c.n_kv_heads, c.head_dim, max_len or c.max_seq_len, p.dtype, p.device, **kw)
 
     @property
     def batch(self) -> int:
@@ -103,6 +109,8 @@ class ContiguousKVCache:
         self.k = [t.index_select(0, rows) for t in self.k]
         self.v = [t.index_select(0, rows) for t in self.v]
         self.pos = self.pos.index_select(0, rows)
+        if self.encoder is not None:
+            self.encoder.select(rows)
         assert all(x == n for x in self.lengths), f"select between forwards only, lengths={self.lengths}"
 
     def reorder_(self, rows: torch.Tensor) -> None:
@@ -111,6 +119,8 @@ class ContiguousKVCache:
         for t in self.k + self.v:
             t[:, :, :n] = t[:, :, :n].index_select(0, rows)
         self.pos[:, :n] = self.pos[:, :n].index_select(0, rows)
+        if self.encoder is not None:
+            self.encoder.select(rows)
 
     def truncate(self, length: int) -> None:
         """Forget every slot from `length` on (speculative rollback)."""

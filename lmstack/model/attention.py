@@ -11,6 +11,7 @@ row (their outputs are garbage and ignored). Two paths compute the same thing, t
   - "sdpa": `torch.nn.functional.scaled_dot_product_attention` (fused; `is_causal=True` and no mask tensor when
     nothing but causality constrains the scores: no cache, default positions, no ALiBi, window >= T)
   - "reference": explicit softmax in float32; the only path that can return the attention weights (for plots).
+  - "flash": the tiled online-softmax algorithm in plain PyTorch (flash_attention.py): O(T) memory, not fast.
 Left out: cross-attention, attention sinks, differential attention, multi-latent attention.
 """
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from lmstack.model.cache import KVCache
 from lmstack.model.config import ModelConfig
+from lmstack.model.flash_attention import flash_attention
 from lmstack.model.norms import RMSNorm
 from lmstack.model.positions import apply_rope
 
@@ -103,15 +105,19 @@ class Attention(nn.Module):
         if cache is not None:
             k, v, k_pos = cache.update(self.layer_idx, k, v, positions)  # (B, Hkv, S, hd), (B, S)
         use_ref = return_weights or self.impl == "reference"
+        flash = self.impl == "flash" and not return_weights  # builds its mask tile by tile
         fast = plain_causal and slopes is None and (self.window is None or self.window >= T)
+        packed = cache is None  # the keys are the queries' own tokens: position resets separate packed sequences
         bias = (
             None
-            if fast
-            else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype, packed=cache is None)
+            if fast or flash
+            else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype, packed)
         )
         drop = self.dropout if self.training else 0.0
         weights = None
-        if use_ref:
+        if flash:
+            out = flash_attention(q, k, v, positions, k_pos, self.causal, self.window, slopes, packed=packed)
+        elif use_ref:
             out, weights = reference_attention(q, k, v, bias, fast and self.causal, drop)
         else:
             out = F.scaled_dot_product_attention(

@@ -10,11 +10,17 @@ token or an empty slot has position -1 and is never read. Without a cache, a row
 sequences with positions restarting at 0 for each: a position that does not increase starts a new sequence and
 attention stays inside it (`attention.position_bias(packed=True)`; fine-tuning's packing).
 
+Encoder-decoder models (T5) also cross-attend to the encoder's output. Its keys and values never change while the
+decoder generates, so `EncoderCache` projects them once per decoder layer, on the first decoder step, and every
+later step reads them back. A self-attention cache carries it as `cache.encoder` (the contiguous cache in
+`lmstack.generate` keeps its rows in step with the self-attention rows on `select`).
+
 Shapes: B batch, Hkv KV heads, T new tokens, S slots attention reads, hd head dim.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -31,3 +37,26 @@ class KVCache(Protocol):
         returns     keys (B, Hkv, S, hd), values (B, Hkv, S, hd), key_positions (B, S) with -1 for empty slots
         """
         ...
+
+
+class EncoderCache:
+    """The encoder's output (B, S, D) and its key positions (B, S) (-1 = padding), plus each decoder layer's
+    cross-attention keys/values, computed from it once."""
+
+    def __init__(self, hidden: torch.Tensor, positions: torch.Tensor) -> None:
+        self.hidden, self.positions = hidden, positions
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keys_values(
+        self, layer: int, project: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`project(hidden)` -> (k, v) (B, H, S, hd) on this layer's first call, the stored pair afterwards."""
+        if layer not in self.kv:
+            self.kv[layer] = project(self.hidden)
+        k, v = self.kv[layer]
+        return k, v, self.positions
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep / duplicate / reorder rows, as the self-attention cache does (n samples, beams)."""
+        self.hidden, self.positions = self.hidden.index_select(0, rows), self.positions.index_select(0, rows)
+        self.kv = {i: (k.index_select(0, rows), v.index_select(0, rows)) for i, (k, v) in self.kv.items()}

@@ -6,8 +6,9 @@ field and the value, so a bad YAML key or `--flag` fails before any tensor is al
 
 Named shapes live in `presets.py` (`ModelConfig.from_preset("gpt2-124m")`); HF `config.json` translation lives in
 `hf.py`. A BERT encoder is `causal=False, norm_placement="post", embed_norm=True, type_vocab_size=2,
-position="learned", ffn="gelu", lm_head=False`. Left out: encoder-decoder cross attention, parallel (GPT-J)
-blocks, per-layer heterogeneous configs.
+position="learned", ffn="gelu", lm_head=False`. `n_decoder_layers > 0` makes it an encoder-decoder (T5,
+`encoder_decoder.py`): `n_layers` encoder blocks, `n_decoder_layers` decoder blocks with cross-attention.
+Left out: parallel (GPT-J) blocks, per-layer heterogeneous configs.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post")
-POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
-FFNS = ("gelu", "swiglu")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none", "t5")
+FFNS = ("gelu", "swiglu", "relu", "geglu")
 DTYPES = ("float32", "bfloat16", "float16")
-ATTENTIONS = ("sdpa", "reference")
+ATTENTIONS = ("sdpa", "reference", "flash")
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 
 
@@ -39,12 +40,14 @@ class ModelConfig:
     norm_eps: float = 1e-5  # epsilon inside the norm's square root
     norm_bias: bool = False  # LayerNorm has an additive bias (GPT-2: true); ignored by rmsnorm
     norm_placement: str = "pre"  # pre (GPT-2, Llama) | post (original Transformer, BERT); post has no final norm
-    position: str = "rope"  # learned | sinusoidal | rope | alibi | none
+    position: str = "rope"  # learned | sinusoidal | rope | alibi | none | t5 (relative buckets, encoder-decoder)
+    rel_buckets: int = 32  # t5: relative-position buckets per direction pair (num_buckets)
+    rel_max_distance: int = 128  # t5: distances from here on share the last bucket
     rope_theta: float = 10000.0  # RoPE base wavelength
     rope_fraction: float = 1.0  # fraction of each head's dims that rotate (partial rotary, e.g. 0.25 for NeoX)
     # RoPE context extension, HF-style keys: {"rope_type": "linear"|"dynamic"|"yarn"|"llama3", "factor": 8.0, ...}
     rope_scaling: dict[str, Any] | None = None
-    ffn: str = "swiglu"  # gelu (2-layer MLP) | swiglu (gate/up/down)
+    ffn: str = "swiglu"  # gelu (2-layer MLP) | swiglu (gate/up/down) | relu (T5 v1.0) | geglu (T5 v1.1)
     gelu_approx: str = "none"  # none (exact erf GELU) | tanh (GPT-2's "gelu_new")
     bias: bool = False  # biases on the attention output and FFN linears (GPT-2: true)
     qkv_bias: bool = False  # biases on the q/k/v projections (GPT-2, Qwen2: true)
@@ -53,6 +56,7 @@ class ModelConfig:
     causal: bool = True  # causal LM mask; false = bidirectional encoder
     type_vocab_size: int = 0  # token-type (segment A/B) embeddings added to the input (BERT: 2); 0 = none
     embed_norm: bool = False  # LayerNorm on the summed input embeddings before the first block (BERT)
+    mlm_head: bool = False  # BERT's masked-LM head: dense + GELU + LayerNorm before a tied, biased lm_head
     lm_head: bool = True  # vocabulary head; false = an encoder whose forward returns hidden states (BertModel)
     dropout: float = 0.0  # dropout on embeddings, attention probabilities and residual branches (training only)
     tie_embeddings: bool = False  # LM head shares the token embedding matrix
@@ -66,9 +70,14 @@ class ModelConfig:
     scaled_residual_init: bool = True  # GPT-2: residual output projections get std / sqrt(2 L)
     activation_checkpointing: bool = False  # recompute each block in backward instead of storing activations
     dtype: str = "float32"  # parameter dtype: float32 | bfloat16 | float16
-    attention: str = "sdpa"  # sdpa (fused fast path) | reference (explicit softmax, can return weights)
+    # sdpa (fused fast path) | reference (explicit softmax, can return weights) | flash (tiled online softmax)
+    attention: str = "sdpa"
     bos_token_id: int | None = None  # begin-of-sequence id (written to generation_config.json)
     eos_token_id: int | None = None  # end-of-sequence id (written to generation_config.json)
+    n_decoder_layers: int = 0  # > 0: an encoder-decoder (T5) with this many decoder blocks; n_layers = encoder blocks
+    decoder_start_token_id: int | None = None  # encoder-decoder: the first decoder input (T5: the pad id, 0)
+    scale_decoder_output: bool = True  # encoder-decoder with a tied head: decoder output x D^-0.5 (T5 v1.0)
+    pad_token_id: int | None = None  # padding id (written to config.json for encoder-decoders)
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -102,8 +111,19 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.type_vocab_size < 0:
             raise ValueError(f"ModelConfig.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if self.mlm_head and not (self.lm_head and self.tie_embeddings):
+            raise ValueError("ModelConfig.mlm_head=true needs lm_head=true and tie_embeddings=true (BERT's decoder)")
         if self.tie_embeddings and not self.lm_head:
             raise ValueError("ModelConfig.tie_embeddings=true needs lm_head=true (there is no head to tie)")
+        if self.n_decoder_layers < 0:
+            raise ValueError(f"ModelConfig.n_decoder_layers must be >= 0, got {self.n_decoder_layers}")
+        if (self.position == "t5") != (self.n_decoder_layers > 0):
+            raise ValueError(
+                f"ModelConfig.position={self.position!r} with n_decoder_layers={self.n_decoder_layers}: the "
+                "encoder-decoder uses T5 relative buckets (position='t5'), and only it does"
+            )
+        if self.attention == "flash" and self.dropout > 0:
+            raise ValueError(f"ModelConfig.attention='flash' has no attention dropout; got dropout={self.dropout}")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise ValueError(f"ModelConfig.sliding_window must be positive or None, got {self.sliding_window}")
 
@@ -146,6 +166,10 @@ class ModelConfig:
             )
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise ValueError(f"ModelConfig.capacity_factor must be positive or None, got {self.capacity_factor}")
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.n_decoder_layers > 0
 
     @property
     def rope_dim(self) -> int:

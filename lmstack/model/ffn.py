@@ -4,7 +4,9 @@
   is GPT-2's "gelu_new": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 - SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer"; Llama): down(silu(gate(x)) * up(x)). Three matrices,
   so F ~ 8/3 D keeps the parameter count of a 4 D MLP.
-Left out: GeGLU/ReGLU variants, squared ReLU.
+- ReLU MLP (Vaswani et al. 2017; T5 v1.0): down(relu(up(x))).
+- GeGLU (Shazeer 2020; T5 v1.1 "gated-gelu"): down(gelu_tanh(gate(x)) * up(x)).
+Left out: ReGLU, squared ReLU.
 """
 
 from __future__ import annotations
@@ -36,10 +38,29 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class ReluMLP(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, bias: bool) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., D) -> (..., F) -> (..., D)
+        return self.down_proj(F.relu(self.up_proj(x)))
+
+
+class GeGLU(SwiGLU):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., D) -> (..., F) -> (..., D)
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
 def build_ffn(kind: str, d_model: int, d_ff: int, bias: bool, approx: str = "none") -> nn.Module:
-    """The FFN named by `ModelConfig.ffn` ("gelu" | "swiglu")."""
+    """The FFN named by `ModelConfig.ffn` ("gelu" | "swiglu" | "relu" | "geglu")."""
     if kind == "gelu":
         return GeluMLP(d_model, d_ff, bias, approx)
     if kind == "swiglu":
         return SwiGLU(d_model, d_ff, bias)
-    raise ValueError(f"ModelConfig.ffn={kind!r}; expected gelu or swiglu")
+    if kind == "relu":
+        return ReluMLP(d_model, d_ff, bias)
+    if kind == "geglu":
+        return GeGLU(d_model, d_ff, bias)
+    raise ValueError(f"ModelConfig.ffn={kind!r}; expected gelu, swiglu, relu or geglu")

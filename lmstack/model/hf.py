@@ -25,11 +25,12 @@ import torch
 from lmstack.common.atomic import atomic_files
 from lmstack.common.config import read_config_file
 from lmstack.model.config import ModelConfig
+from lmstack.model.encoder_decoder import EncoderDecoder
 from lmstack.model.hf_names import GPT2_TRANSPOSED, is_ignored, rename
 from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
 
-FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "bert", "lmstack")
+FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "bert", "t5", "lmstack")
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
@@ -37,6 +38,7 @@ ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
     "mixtral": "MixtralForCausalLM",
     "bert": "BertModel",
+    "t5": "T5ForConditionalGeneration",
     "lmstack": "LmstackForCausalLM",
 }
 
@@ -48,6 +50,9 @@ def hf_family(cfg: ModelConfig) -> str:
     """The HF model_type that expresses `cfg` exactly, or "lmstack" when none does."""
     if _is_bert(cfg):
         return "bert"
+    if cfg.is_encoder_decoder:
+        t5_like = cfg.norm == "rmsnorm" and cfg.ffn in ("relu", "geglu") and not (cfg.bias or cfg.qkv_bias)
+        return "t5" if t5_like and not (cfg.qk_norm or cfg.n_experts or cfg.sliding_window) else "lmstack"
     common = cfg.causal and cfg.norm_placement == "pre" and not cfg.qk_norm
     if (
         common
@@ -90,7 +95,7 @@ def _is_bert(cfg: ModelConfig) -> bool:
         and cfg.head_dim * cfg.n_heads == cfg.d_model
         and not cfg.n_experts
         and cfg.sliding_window is None
-        and not cfg.lm_head
+        and (not cfg.lm_head or cfg.mlm_head)  # BertModel, or BertForMaskedLM with its MLM head
     )
 
 
@@ -99,7 +104,7 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     family = hf_family(cfg)
     ids = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
     head = {
-        "architectures": [ARCHITECTURES[family]],
+        "architectures": ["BertForMaskedLM" if cfg.mlm_head else ARCHITECTURES[family]],
         "model_type": family,
         "dtype": cfg.dtype,
         "torch_dtype": cfg.dtype,
@@ -123,6 +128,29 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
             "layer_norm_eps": cfg.norm_eps,
             "position_embedding_type": "absolute",
             "pad_token_id": 0,
+            **ids,
+        }
+    if family == "t5":
+        return {
+            **head,
+            "vocab_size": cfg.vocab_size,
+            "d_model": cfg.d_model,
+            "d_kv": cfg.head_dim,
+            "d_ff": cfg.d_ff,
+            "num_layers": cfg.n_layers,
+            "num_decoder_layers": cfg.n_decoder_layers,
+            "num_heads": cfg.n_heads,
+            "relative_attention_num_buckets": cfg.rel_buckets,
+            "relative_attention_max_distance": cfg.rel_max_distance,
+            "dropout_rate": cfg.dropout,
+            "layer_norm_epsilon": cfg.norm_eps,
+            "feed_forward_proj": "gated-gelu" if cfg.ffn == "geglu" else "relu",
+            "is_encoder_decoder": True,
+            "tie_word_embeddings": cfg.tie_embeddings,
+            "scale_decoder_outputs": cfg.tie_embeddings and cfg.scale_decoder_output,
+            "n_positions": cfg.max_seq_len,
+            "pad_token_id": cfg.pad_token_id,
+            "decoder_start_token_id": cfg.decoder_start_token_id,
             **ids,
         }
     if family == "gpt2":
@@ -204,6 +232,7 @@ def _gpt2_config(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bert_config(hf: dict[str, Any]) -> dict[str, Any]:
+    mlm = "BertForMaskedLM" in (hf.get("architectures") or [])  # the encoder plus its masked-LM head
     act = hf.get("hidden_act", "gelu")
     if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"config.json: hidden_act={act!r} is not supported for bert (gelu, gelu_new)")
@@ -231,9 +260,39 @@ def _bert_config(hf: dict[str, Any]) -> dict[str, Any]:
         causal=False,
         type_vocab_size=hf.get("type_vocab_size", 2),
         embed_norm=True,
-        lm_head=False,
+        lm_head=mlm,
+        mlm_head=mlm,
+        tie_embeddings=mlm,
         scaled_residual_init=False,
         init_std=hf.get("initializer_range", 0.02),
+    )
+
+
+def _t5_config(hf: dict[str, Any]) -> dict[str, Any]:
+    proj = hf.get("feed_forward_proj", "relu")
+    if proj not in ("relu", "gated-gelu"):
+        raise ValueError(f"config.json: feed_forward_proj={proj!r} is not supported for t5 (relu, gated-gelu)")
+    pad = hf.get("pad_token_id", 0)
+    tie = hf.get("tie_word_embeddings", True) is not False
+    return dict(
+        vocab_size=hf["vocab_size"],
+        d_model=hf["d_model"],
+        head_dim=hf["d_kv"],
+        d_ff=hf["d_ff"],
+        n_layers=hf["num_layers"],
+        n_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+        n_heads=hf["num_heads"],
+        rel_buckets=hf.get("relative_attention_num_buckets", 32),
+        rel_max_distance=hf.get("relative_attention_max_distance", 128),
+        norm="rmsnorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        position="t5",
+        ffn="geglu" if proj == "gated-gelu" else "relu",
+        tie_embeddings=tie,  # T5 v1.0 ties and scales; v1.1 unties (transformers 5 ties, without the scale)
+        scale_decoder_output=hf.get("scale_decoder_outputs", tie),
+        max_seq_len=hf.get("n_positions", 512),
+        pad_token_id=pad,
+        decoder_start_token_id=hf.get("decoder_start_token_id", pad),
     )
 
 
@@ -304,6 +363,8 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
             fields = _gpt2_config(hf)
         elif family == "bert":
             fields = _bert_config(hf)
+        elif family == "t5":
+            fields = _t5_config(hf)
         else:
             fields = _llama_config(hf, family)
     except KeyError as e:
@@ -331,13 +392,23 @@ def state_dict_to_hf(model: Transformer) -> tuple[str, dict[str, torch.Tensor]]:
     if family == "gpt2":
         sd = _fuse_qkv(sd, cfg.n_layers)
     out = {}
+    table = _table(family, cfg)
     for name, tensor in sd.items():
-        hf_name = rename(name, family, to_hf=True)
+        hf_name = rename(name, table, to_hf=True)
         assert hf_name is not None, f"no HF name for {name!r} in family {family}"
         if family == "gpt2" and hf_name.endswith(GPT2_TRANSPOSED):
             tensor = tensor.t()
+        if table == "bert-mlm" and not hf_name.startswith("cls."):
+            hf_name = "bert." + hf_name  # BertForMaskedLM's encoder lives under "bert."
         out[hf_name] = tensor.contiguous()
     return family, out
+
+
+def _table(family: str, cfg: ModelConfig) -> str:
+    """The name table for `family`: T5's gated FFN (wi_0/wi_1) and BERT with its MLM head have their own."""
+    if family == "bert" and cfg.mlm_head:
+        return "bert-mlm"
+    return "t5-gated" if family == "t5" and cfg.ffn == "geglu" else family
 
 
 def _fuse_qkv(sd: dict[str, Any], n_layers: int, shapes: bool = False) -> dict[str, Any]:
@@ -378,11 +449,19 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
         expected = _fuse_qkv(expected, cfg.n_layers, shapes=True)
     if family == "bert":  # BertFor* task models prefix the encoder with "bert."
         tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
+    if (
+        family == "t5"
+        and "lm_head.weight" in expected
+        and "lm_head.weight" not in tensors
+        and "shared.weight" in tensors
+    ):
+        tensors = {**tensors, "lm_head.weight": tensors["shared.weight"]}  # transformers 5 writes T5 heads tied
+    table = _table(family, cfg)
     out: dict[str, torch.Tensor] = {}
     for hf_name, tensor in tensors.items():
-        if family != "lmstack" and is_ignored(hf_name, family):
+        if family != "lmstack" and is_ignored(hf_name, table):
             continue
-        name = hf_name if family == "lmstack" else rename(hf_name, family, to_hf=False)
+        name = hf_name if family == "lmstack" else rename(hf_name, table, to_hf=False)
         if name == "lm_head.weight" and cfg.tie_embeddings:
             continue  # a tied head saved anyway: the embedding is the source of truth
         if name not in expected:
@@ -391,7 +470,7 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
             )
         out[name] = tensor.t() if family == "gpt2" and hf_name.endswith(GPT2_TRANSPOSED) else tensor
     for name, shape in expected.items():
-        hf_name = name if family == "lmstack" else rename(name, family, to_hf=True)
+        hf_name = name if family == "lmstack" else rename(name, table, to_hf=True)
         if name not in out:
             raise ValueError(f"checkpoint is missing tensor {hf_name!r} (expected shape {shape})")
         if tuple(out[name].shape) != shape:
@@ -451,7 +530,7 @@ def load_hf_dir(
     gen_path = directory / "generation_config.json"
     if gen_path.is_file():
         gen = read_config_file(gen_path)
-        for key in ("bos_token_id", "eos_token_id"):
+        for key in ("bos_token_id", "eos_token_id", "decoder_start_token_id", "pad_token_id"):
             if getattr(cfg, key) is None and _first_id(gen.get(key)) is not None:
                 setattr(cfg, key, _first_id(gen.get(key)))
     if dtype is not None:
@@ -459,7 +538,10 @@ def load_hf_dir(
         if cfg.dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     tensors = read_safetensors(directory)
-    model = Transformer.without_init(cfg, device)
+    if cfg.is_encoder_decoder:
+        model = EncoderDecoder.without_init(cfg, device)
+    else:
+        model = Transformer.without_init(cfg, device)
     sd = state_dict_from_hf(tensors, hf["model_type"], model)
     model.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in sd.items()}, strict=not cfg.tie_embeddings)
     return model.eval()
@@ -517,7 +599,8 @@ def save_pretrained(
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
-        gen = {k: getattr(cfg, k) for k in ("bos_token_id", "eos_token_id") if getattr(cfg, k) is not None}
+        keys = ("bos_token_id", "eos_token_id", "decoder_start_token_id", "pad_token_id")
+        gen = {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
         if tokenizer is not None:
             tokenizer.save(tmp)

@@ -58,6 +58,39 @@ MIXTRAL: list[tuple[str, str]] = _LLAMA_COMMON + [
 ]
 LLAMA_IGNORED = (r"rotary_emb\.inv_freq$",)  # old checkpoints store the RoPE table as a buffer
 
+
+def _t5(gated: bool) -> list[tuple[str, str]]:
+    """T5ForConditionalGeneration: `layer.0` self-attention, (decoder) `layer.1` cross-attention, last `layer` FFN;
+    ReLU FFN `wi`/`wo`, gated FFN `wi_0` (gate) / `wi_1` (up) / `wo`; relative bias in block 0 of each stack."""
+    ffn = [("gate_proj", "wi_0"), ("up_proj", "wi_1")] if gated else [("up_proj", "wi")]
+    ffn.append(("down_proj", "wo"))
+    out = [("embed.weight", "shared.weight"), ("lm_head.weight", "lm_head.weight")]
+    for stack, ffn_layer in (("encoder", 1), ("decoder", 2)):
+        dense = f"{stack}.block.{{i}}.layer.{ffn_layer}.DenseReluDense"
+        out += [
+            (f"{stack}_rel.weight", f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+            (f"{stack}_norm.weight", f"{stack}.final_layer_norm.weight"),
+            (f"{stack}_blocks.{{i}}.attn_norm.weight", f"{stack}.block.{{i}}.layer.0.layer_norm.weight"),
+            (f"{stack}_blocks.{{i}}.ffn_norm.weight", f"{stack}.block.{{i}}.layer.{ffn_layer}.layer_norm.weight"),
+            *[
+                (f"{stack}_blocks.{{i}}.attn.{p}_proj.weight", f"{stack}.block.{{i}}.layer.0.SelfAttention.{p}.weight")
+                for p in "qkvo"
+            ],
+            *[
+                (f"{stack}_blocks.{{i}}.ffn.{ours}.weight", f"{dense}.{hf}.weight")
+                for ours, hf in ffn
+            ],
+        ]  # fmt: skip
+    out += [("decoder_blocks.{i}.cross_norm.weight", "decoder.block.{i}.layer.1.layer_norm.weight")]
+    out += [
+        (f"decoder_blocks.{{i}}.cross_attn.{p}_proj.weight", f"decoder.block.{{i}}.layer.1.EncDecAttention.{p}.weight")
+        for p in "qkvo"
+    ]
+    return out
+
+
+T5_IGNORED = (r"^(encoder|decoder)\.embed_tokens\.weight$", r"EncDecAttention\.relative_attention_bias")  # tied copies
+
 # BertModel (post-norm encoder): `attention.output.LayerNorm` normalizes after attention, `output.LayerNorm`
 # after the FFN; `embeddings.LayerNorm` is our `embed_norm`. BertForMaskedLM & co. prefix everything with "bert."
 BERT: list[tuple[str, str]] = [
@@ -86,6 +119,16 @@ BERT: list[tuple[str, str]] = [
 # position_ids is a buffer; the pooler (tanh dense on [CLS]) and task heads (cls.*) are not part of the encoder
 BERT_IGNORED = (r"embeddings\.position_ids$", r"^pooler\.", r"^cls\.")
 
+# BertForMaskedLM's head: transform (dense, GELU, LayerNorm) then the decoder tied to the word embeddings + bias
+BERT_MLM: list[tuple[str, str]] = [
+    ("mlm.dense.weight", "cls.predictions.transform.dense.weight"),
+    ("mlm.dense.bias", "cls.predictions.transform.dense.bias"),
+    ("mlm.norm.weight", "cls.predictions.transform.LayerNorm.weight"),
+    ("mlm.norm.bias", "cls.predictions.transform.LayerNorm.bias"),
+    ("lm_head.bias", "cls.predictions.bias"),
+]
+BERT_MLM_IGNORED = (r"embeddings\.position_ids$", r"^pooler\.", r"^cls\.predictions\.decoder\.")  # tied copies
+
 TABLES: dict[str, list[tuple[str, str]]] = {
     "gpt2": GPT2,
     "llama": LLAMA,
@@ -93,8 +136,17 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "qwen2": LLAMA,
     "mixtral": MIXTRAL,
     "bert": BERT,
+    "bert-mlm": BERT + BERT_MLM,
+    "t5": _t5(gated=False),
+    "t5-gated": _t5(gated=True),
 }
-IGNORED: dict[str, tuple[str, ...]] = {"gpt2": GPT2_IGNORED, "mixtral": LLAMA_IGNORED, "bert": BERT_IGNORED}
+IGNORED: dict[str, tuple[str, ...]] = {
+    "gpt2": GPT2_IGNORED,
+    "mixtral": LLAMA_IGNORED,
+    "bert": BERT_IGNORED,
+    "bert-mlm": BERT_MLM_IGNORED,
+    "t5": T5_IGNORED,
+}
 
 
 def _regex(template: str) -> re.Pattern[str]:

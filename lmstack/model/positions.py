@@ -15,6 +15,9 @@
     llama3  (Meta 2024): keep high frequencies, divide low frequencies by factor, smooth in between
 - ALiBi (Press et al. 2022, "Train Short, Test Long"): no embedding; attention adds -slope_h * (p - q), slopes a
   geometric sequence 2^(-8/H), 2^(-16/H), ... (interleaved for H not a power of two, as in the paper's code).
+- T5 relative buckets (Raffel et al. 2020, sec. 2.1): no embedding; each attention score gets a learned scalar per
+  head, indexed by a bucket of the relative distance q - p: exact buckets for small distances, logarithmically
+  wider ones up to `max_distance`, one bucket beyond. Bidirectional (encoder) buckets also split by sign.
 Left out: LongRoPE, xPos, NoPE-specific tricks, per-layer RoPE configs.
 """
 
@@ -153,3 +156,43 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
         extra = [2 ** (-8 * i / (2 * n)) for i in range(1, 2 * n + 1)][::2]
         slopes += extra[: n_heads - n]
     return torch.tensor(slopes, dtype=torch.float32)
+
+
+def relative_position_bucket(
+    relative: torch.Tensor, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128
+) -> torch.Tensor:
+    """T5's bucket of each relative distance (key position - query position), int64 in [0, n_buckets).
+
+    Bidirectional: half the buckets for keys after the query. Of the rest, the first half are exact distances
+    0, 1, ..., the second half cover [n/2, max_distance) in log-spaced bins; farther keys share the last bucket.
+    Causal (decoder): only keys at or before the query exist, so all buckets go to distances >= 0.
+    >>> relative_position_bucket(torch.tensor([-3, 0, 3, 200]), True, 8, 20).tolist()
+    [2, 0, 6, 7]
+    """
+    bucket = torch.zeros_like(relative)
+    if bidirectional:
+        n_buckets //= 2
+        bucket = bucket + (relative > 0).long() * n_buckets
+        distance = relative.abs()
+    else:
+        distance = (-relative).clamp(min=0)
+    exact = n_buckets // 2
+    # log-spaced: exact + (n - exact) * log(d / exact) / log(max_distance / exact), capped at the last bucket
+    log_ratio = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    far = (exact + (log_ratio * (n_buckets - exact)).long()).clamp(max=n_buckets - 1)
+    return bucket + torch.where(distance < exact, distance, far)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned bias: one scalar per (bucket, head), added to the attention scores of every layer."""
+
+    def __init__(self, n_buckets: int, max_distance: int, n_heads: int, bidirectional: bool) -> None:
+        super().__init__()
+        self.n_buckets, self.max_distance, self.bidirectional = n_buckets, max_distance, bidirectional
+        self.weight = nn.Parameter(torch.zeros(n_buckets, n_heads))
+
+    def forward(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+        """q_pos (B, T), k_pos (B, S) -> bias (B, H, T, S)."""
+        relative = k_pos[:, None, :] - q_pos[:, :, None]  # (B, T, S)
+        buckets = relative_position_bucket(relative, self.bidirectional, self.n_buckets, self.max_distance)
+        return self.weight[buckets].permute(0, 3, 1, 2)

@@ -34,6 +34,7 @@ from lmstack.model.attention import Attention
 from lmstack.model.cache import KVCache
 from lmstack.model.config import ModelConfig
 from lmstack.model.ffn import build_ffn
+from lmstack.model.mlm_head import MLMTransform
 from lmstack.model.moe import MoE, RouterStats
 from lmstack.model.norms import build_norm
 from lmstack.model.positions import RotaryEmbedding, alibi_slopes, sinusoidal
@@ -128,7 +129,8 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         pre = cfg.norm_placement == "pre"
         self.norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.norm_bias) if pre else nn.Identity()
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False) if cfg.lm_head else None
+        self.mlm = MLMTransform(cfg.d_model, cfg.norm_eps, cfg.gelu_approx) if cfg.mlm_head else None
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.mlm_head) if cfg.lm_head else None
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.apply(self._init_weights)
@@ -205,7 +207,8 @@ class Transformer(nn.Module):
             stats.append(s)
             attentions.append(w)
         x = self.norm(x)  # (B, T, D)
-        logits = self.lm_head(x) if self.lm_head is not None else None  # (B, T, V)
+        head_in = self.mlm(x) if self.mlm is not None else x  # BERT's MLM transform (mlm_head.py)
+        logits = self.lm_head(head_in) if self.lm_head is not None else None  # (B, T, V)
         out = self._output(logits, targets, stats, attentions if return_attention else None)
         if return_hidden or logits is None:
             out.hidden = x

@@ -19,8 +19,9 @@ reproduces bit for bit on CPU (tests/quant/test_nf4.py):
    bits per weight, so a weight costs ~4.127 bits instead of 4.5.
 
 Dequantization reverses it: absmax = code8[q8] * scale2 + offset, w = NF4_LEVELS[q4] * absmax. `NF4Linear` keeps
-only the packed bytes and the scales and dequantizes its weight on every forward (memory for compute: QLoRA's
-trade), so backward flows to the input (and to LoRA weights beside it) but never to the frozen base weight.
+only the packed bytes and the scales and dequantizes its weight on every forward, and again in backward instead
+of keeping it (memory for compute: QLoRA's trade); gradients flow to the input (and to LoRA weights beside it),
+never to the frozen base weight.
 
 API (the quantization stage reuses it for `lmstack quantize --method nf4`):
     q = quantize_nf4(w)                  # NF4Tensor (packed uint8 + scales); w any float tensor
@@ -160,6 +161,22 @@ def dequantize_nf4(q: NF4Tensor, dtype: torch.dtype | None = None, dq_blocksize:
     return w.to(dtype or q.dtype)
 
 
+class _DequantMatmul(torch.autograd.Function):
+    """y = x W_hat^T without keeping W_hat for backward: it is dequantized again there (as bitsandbytes'
+    MatMul4Bit does). Saving it, as plain autograd would, holds a full-precision copy of every layer's weight
+    until the backward pass and erases QLoRA's memory saving."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, layer: NF4Linear) -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.dequantized_weight(layer.compute_dtype or x.dtype))
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        w = ctx.layer.dequantized_weight(grad.dtype)  # (out, in), recomputed
+        return grad @ w, None  # (..., out) @ (out, in) -> (..., in); the frozen weight gets no gradient
+
+
 class NF4Linear(nn.Module):
     """A frozen linear layer whose weight is stored as NF4 and dequantized on the fly: y = x W_hat^T + b.
 
@@ -197,8 +214,8 @@ class NF4Linear(nn.Module):
         return dequantize_nf4(self.nf4(), dtype=dtype or self.orig_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        w = self.dequantized_weight(self.compute_dtype or x.dtype)  # (out, in), freed after the matmul
-        return F.linear(x, w, self.bias.to(w.dtype) if self.bias is not None else None)
+        y = _DequantMatmul.apply(x, self)  # the dequantized (out, in) weight lives only inside the matmul
+        return y + self.bias.to(y.dtype) if self.bias is not None else y
 
     def stored_bytes(self) -> int:
         """Bytes of the quantized weight storage (codes + scales + bias)."""

@@ -70,6 +70,12 @@ def save_tokenizer(tok: Tokenizer, directory: Path) -> None:
 
 
 def load_tokenizer(cls: type[Tokenizer], path: Path) -> Tokenizer:
+    """A byte-level BPE `Tokenizer`; a `UnigramTokenizer` when tokenizer.json's model is "Unigram" (or the path is
+    a sentencepiece .model file); a `WordPieceTokenizer` when it is "WordPiece"."""
+    if path.suffix == ".model" and path.is_file():
+        from lmstack.tokenizer.unigram_format import load_unigram
+
+        return load_unigram(path)
     if path.is_dir():
         json_path, ranks_path = path / JSON_NAME, path / RANKS_NAME
     elif path.exists():
@@ -83,6 +89,16 @@ def load_tokenizer(cls: type[Tokenizer], path: Path) -> Tokenizer:
     jinja = json_path.parent / "chat_template.jinja"  # transformers >= 4.50 saves the template beside the config
     if "chat_template" not in config and jinja.is_file():
         config["chat_template"] = jinja.read_text(encoding="utf-8")
+    doc = read_json(json_path)
+    kind = doc["model"].get("type") if isinstance(doc, dict) and isinstance(doc.get("model"), dict) else None
+    if kind == "Unigram":
+        from lmstack.tokenizer.unigram_format import load_unigram
+
+        return load_unigram(json_path, config)
+    if kind == "WordPiece":
+        from lmstack.tokenizer.wordpiece import WordPieceTokenizer
+
+        return WordPieceTokenizer.load(json_path)
     spec = read_hf_json(json_path)
     if ranks_path is not None and ranks_path.is_file():
         ranks = read_tiktoken_file(ranks_path)

@@ -21,7 +21,7 @@ class Compression:
     tokens: int  # tokens from encode_ordinary
     bytes_per_token: float  # bytes / tokens
     tokens_per_word: float  # tokens / words
-    vocab_used: float  # distinct ordinary ids seen / ordinary vocabulary size
+    vocab_used: float  # distinct ordinary ids seen / ordinary vocabulary size (all ids but special tokens)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -32,7 +32,11 @@ def compression(tok: Tokenizer, texts: Sequence[str]) -> Compression:
     n_words = sum(len(t.split()) for t in texts)
     seen: set[int] = set()
     n_tokens = 0
-    for ids in tok.encode_batch(list(texts), allowed_special=(), disallowed_special=()):
+    if hasattr(tok, "encode_ordinary"):  # BPE, Unigram: special-token text is ordinary text
+        batches = tok.encode_batch(list(texts), allowed_special=(), disallowed_special=())
+    else:  # WordPiece (BERT's rule: special-token text is its id; no flags)
+        batches = tok.encode_batch(list(texts))
+    for ids in batches:
         n_tokens += len(ids)
         seen.update(ids)
     return Compression(
@@ -41,10 +45,12 @@ def compression(tok: Tokenizer, texts: Sequence[str]) -> Compression:
         tokens=n_tokens,
         bytes_per_token=n_bytes / max(n_tokens, 1),
         tokens_per_word=n_tokens / max(n_words, 1),
-        vocab_used=len(seen) / len(tok.mergeable_ranks),
+        vocab_used=len(seen) / (tok.vocab_size - len(tok.special_tokens)),
     )
 
 
 def pieces_line(tok: Tokenizer, text: str) -> str:
     """`text` cut into tokens, shown as 'piece|piece|piece' (bytes of a partial character shown as \\xNN)."""
+    if not hasattr(tok, "encode_ordinary"):  # WordPiece: its string pieces ("##" continuations)
+        return "|".join(tok.tokenize(text))
     return "|".join(tok.id_to_bytes(i).decode("utf-8", "backslashreplace") for i in tok.encode_ordinary(text))

@@ -1,6 +1,8 @@
-"""Pretraining recipe: next-token prediction on token shards, one file that reads top to bottom.
+"""Pretraining recipe: next-token prediction (or masked-LM / span corruption) on token shards, one file that
+reads top to bottom.
 
     lmstack pretrain --data_dir=runs/data --out_dir=runs/pt --max_steps=2000
+    lmstack pretrain --objective=span ...   # T5 encoder-decoder; --objective=mlm: a bidirectional encoder
     torchrun --nproc_per_node=2 -m lmstack.train.pretrain --data_dir=... [--fsdp]
 
 Per optimizer step: one global batch of `batch_size` random windows is drawn (the same on every rank), each rank
@@ -18,6 +20,11 @@ state and an fp32 loss; bf16 keeps fp32's exponent range, so no loss scaling is 
 Distributed (`distributed.py`): DDP replicates the model and all-reduces gradients; `--fsdp` uses FSDP2
 `fully_shard` (ZeRO-3): parameters, gradients and AdamW state are sharded over ranks and gathered one block at a
 time. gloo on CPU, nccl on GPU.
+Objectives (objectives.py): the loop is the same; only the batch and the model differ. clm trains the causal
+`Transformer`; mlm the same network with bidirectional attention on BERT-masked windows (one extra id, [MASK]);
+span an `EncoderDecoder` (T5 buckets, n_decoder_layers = n_layers unless set, GeGLU for the default SwiGLU, MHA) on
+span-corrupted windows (extra ids: the decoder start and 100 sentinels). For mlm/span the validation metric is
+the objective's own loss per target token (bits-per-byte is a CLM quantity) and no sample is drawn.
 Leaves out: tensor/pipeline parallelism, multi-node launch logic (plain torchrun does it), data loading workers.
 """
 
@@ -42,6 +49,7 @@ from lmstack.common.signals import interruptible
 from lmstack.data.batches import RandomBatches
 from lmstack.data.shards import ShardDataset, tokenizer_sha256
 from lmstack.model import ModelConfig, Transformer
+from lmstack.model.encoder_decoder import EncoderDecoder
 from lmstack.tokenizer import Tokenizer
 from lmstack.train.checkpoint import load_checkpoint, read_state, save_checkpoint
 from lmstack.train.distributed import (
@@ -54,6 +62,7 @@ from lmstack.train.distributed import (
     wrap,
 )
 from lmstack.train.evaluate import evaluate
+from lmstack.train.objectives import OBJECTIVES, evaluate_objective, extra_ids, make_batch_fn
 from lmstack.train.optim import build_optimizer, set_lr
 from lmstack.train.sample import sample_ids
 from lmstack.train.schedule import Schedule, budget_fraction
@@ -69,6 +78,7 @@ class PretrainConfig:
     data_dir: str = "runs/data"  # shard directory (train.bin, val.bin, manifest.json) from prepare-data / speedrun
     tokenizer_dir: str = ""  # tokenizer saved with checkpoints and used for samples; "" = <data_dir>/tokenizer
     out_dir: str = "runs/pretrain"  # metrics.jsonl, config.yaml, checkpoint/ go here
+    objective: str = "clm"  # clm (causal LM) | mlm (BERT masking, bidirectional) | span (T5, encoder-decoder)
     resume: bool = False  # continue exactly from <out_dir>/checkpoint (an error if there is none)
     overwrite: bool = False  # start fresh over a previous run in <out_dir> (its checkpoint and metrics.jsonl)
     # the network (every ModelConfig field: --model.n_layers=4, --model.rope_theta=5e5, ...)
@@ -128,6 +138,8 @@ class PretrainConfig:
             raise ValueError(f"--model.dtype={self.model.dtype!r}: training keeps fp32 weights; use --dtype=bfloat16")
         if not 0 < self.beta1 < 1 or not 0 < self.beta2 < 1:
             raise ValueError(f"--beta1/--beta2: got {self.beta1}, {self.beta2}, expected in (0, 1)")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"--objective={self.objective!r}; expected one of {list(OBJECTIVES)}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; pick one")
         self.lr_schedule()  # validates lr, schedule, warmup_frac, min_lr_ratio, decay_frac
@@ -136,9 +148,19 @@ class PretrainConfig:
         return Schedule(self.schedule, self.lr, self.warmup_frac, self.min_lr_ratio, self.decay_frac)  # type: ignore
 
     def model_config(self, tok: Tokenizer) -> ModelConfig:
-        """The network's config for this tokenizer: its vocabulary and EOS/BOS ids, `seq_len` positions."""
-        return dataclasses.replace(self.model, vocab_size=tok.vocab_size, max_seq_len=self.seq_len, dtype="float32",
-                                   eos_token_id=tok.eos_id, bos_token_id=tok.bos_id)  # fmt: skip
+        """The network's config for this tokenizer and objective: its vocabulary (+ the objective's extra ids) and
+        EOS/BOS ids, `seq_len` positions; bidirectional for mlm, a T5 encoder-decoder for span."""
+        extra = extra_ids(self.objective, tok.vocab_size)
+        kw: dict[str, Any] = {}
+        if self.objective == "mlm":
+            kw = dict(causal=False)
+        if self.objective == "span":
+            ffn = "geglu" if self.model.ffn == "swiglu" else self.model.ffn  # T5 v1.1's gated FFN
+            kw = dict(position="t5", n_decoder_layers=self.model.n_decoder_layers or self.model.n_layers, ffn=ffn,
+                      n_kv_heads=self.model.n_heads, decoder_start_token_id=extra["start"],
+                      pad_token_id=extra["start"])  # fmt: skip
+        return dataclasses.replace(self.model, vocab_size=tok.vocab_size + extra["n_extra"], max_seq_len=self.seq_len,
+                                   dtype="float32", eos_token_id=tok.eos_id, bos_token_id=tok.bos_id, **kw)  # fmt: skip
 
 
 @dataclass
@@ -160,6 +182,7 @@ class Run:
     forward: Any  # what runs forward: the model, DDP around it, or compiled
     opt: torch.optim.Optimizer
     batches: RandomBatches  # the global batch stream (identical on every rank)
+    make_batch: Any  # (x, y, generator) -> the objective's forward kwargs + "targets" (objectives.py)
     val: ShardDataset
     tok: Tokenizer
     log: JsonlLogger
@@ -213,8 +236,13 @@ def load_data(cfg: PretrainConfig) -> tuple[ShardDataset, ShardDataset, Tokenize
 def build_model(cfg: PretrainConfig, model_cfg: ModelConfig, world: int, device: str) -> tuple[torch.nn.Module, Any]:
     """(the module whose parameters train, the callable that runs forward): wrapped for DDP/FSDP, compiled."""
     torch.manual_seed(cfg.seed)  # identical init on every rank
-    model = Transformer(model_cfg).to(device)
-    forward = wrap(model, model.blocks, world, cfg.fsdp)  # DDP / FSDP2 under torchrun
+    if model_cfg.is_encoder_decoder:
+        model = EncoderDecoder(model_cfg).to(device)
+        blocks = [*model.encoder_blocks, *model.decoder_blocks]
+    else:
+        model = Transformer(model_cfg).to(device)
+        blocks = model.blocks
+    forward = wrap(model, blocks, world, cfg.fsdp)  # DDP / FSDP2 under torchrun
     if cfg.compile:
         forward = torch.compile(forward)
     return model, forward
@@ -224,7 +252,8 @@ def run_identity(cfg: PretrainConfig, model_cfg: ModelConfig, train: ShardDatase
     """What a resumed run must share with the checkpoint (world size and accumulation may change)."""
     skip = ("activation_checkpointing", "attention")  # how the model computes, not what it is
     ident = {f"model.{k}": v for k, v in model_cfg.to_dict().items() if k not in skip}
-    keys = ("batch_size", "seq_len", "max_steps", "train_seconds", "lr", "schedule", "warmup_frac", "min_lr_ratio")
+    keys = ("objective", "batch_size", "seq_len", "max_steps", "train_seconds", "lr", "schedule", "warmup_frac",
+            "min_lr_ratio")  # fmt: skip
     return {**ident, **{k: getattr(cfg, k) for k in keys}, "train_tokens": int(len(train.tokens))}
 
 
@@ -237,15 +266,18 @@ def train_step(
 ) -> tuple[float, float]:  # fmt: skip
     """Accumulate gradients over `grad_accum` micro-batches of this rank's slice, clip, step. Returns (loss, norm).
 
-    x, y: (B_rank, T) where B_rank = batch_size / processes; the returned loss is this rank's mean.
+    x, y: (B_rank, T) where B_rank = batch_size / processes; the returned loss is this rank's mean. x may also be a
+    dict of forward keyword tensors (input_ids, encoder_ids, ...: the mlm / span objectives), y their targets.
     """
-    micro = x.shape[0] // cfg.grad_accum
+    inputs = x if isinstance(x, dict) else {"input_ids": x}
+    micro = y.shape[0] // cfg.grad_accum
     total = 0.0
-    amp = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+    amp = torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
     for i in range(cfg.grad_accum):
-        xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]  # (micro, T)
+        xs = {k: v[i * micro : (i + 1) * micro] for k, v in inputs.items()}  # (micro, T) each
+        ys = y[i * micro : (i + 1) * micro]
         with grad_sync(forward, model, last=i == cfg.grad_accum - 1), amp:  # all-reduce on the last only
-            loss = forward(xs, targets=ys).loss / cfg.grad_accum  # mean over the whole step's tokens
+            loss = forward(**xs, targets=ys).loss / cfg.grad_accum  # mean over the whole step's tokens
         loss.backward()
         total += loss.item()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -258,13 +290,19 @@ def train_step(
 # ---- evaluation, samples, checkpoints ----------------------------------------------------------------------
 
 
-def run_eval(model: Any, cfg: PretrainConfig, val: ShardDataset, device: str, final: bool) -> dict[str, float]:
+def run_eval(model: Any, cfg: PretrainConfig, val: ShardDataset, device: str, final: bool,
+             make_batch: Any = None) -> dict[str, float]:  # fmt: skip
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
     limit = (cfg.final_eval_tokens or None) if final else cfg.eval_tokens
+    if cfg.objective != "clm":  # the objective's own loss, with masks fixed by the seed
+        return evaluate_objective(model, make_batch, val.tokens, cfg.seq_len, cfg.eval_batch_size, device, limit,
+                                  cfg.seed)  # fmt: skip
     return evaluate(model, val.tokens, val.n_bytes, cfg.seq_len, cfg.eval_batch_size, device, dtype, limit)
 
 
 def run_sample(model: Any, cfg: PretrainConfig, tok: Tokenizer, device: str) -> str:
+    if cfg.objective != "clm":
+        return ""  # an encoder or a span filler does not continue a prompt
     prompt = tok.encode(cfg.sample_prompt) or [0]
     g = torch.Generator().manual_seed(cfg.seed)
     new = sample_ids(model, prompt, cfg.sample_tokens, cfg.seq_len, generator=g, device=device)
@@ -275,7 +313,7 @@ def save(run: Run, state: TrainState) -> None:
     """An atomic checkpoint of the model (HF directory, tokenizer, EOS in its configs) and the training state."""
 
     def save_model(msd: dict[str, torch.Tensor], d: Path) -> None:
-        plain = Transformer.without_init(run.model.config)  # unwrapped, unsharded, holding the gathered weights
+        plain = type(run.model).without_init(run.model.config)  # unwrapped, unsharded, holding the gathered weights
         plain.load_state_dict(msd)
         plain.save_pretrained(d, tokenizer=run.tok)
 
@@ -304,9 +342,10 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     model, forward = build_model(cfg, model_cfg, world, device)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     batches = RandomBatches(train_ds.tokens, cfg.batch_size, cfg.seq_len, cfg.seed)
+    make_batch = make_batch_fn(cfg.objective, tok.vocab_size, tok.eos_id)
     out = Path(cfg.out_dir)
     log = JsonlLogger(out / "metrics.jsonl" if rank == 0 else None, append=cfg.resume)  # --overwrite: truncate
-    run = Run(cfg, model, forward, opt, batches, val_ds, tok, log, out / CKPT,
+    run = Run(cfg, model, forward, opt, batches, make_batch, val_ds, tok, log, out / CKPT,
               run_identity(cfg, model_cfg, train_ds), rank, world, device)  # fmt: skip
     state = restore(run) if cfg.resume else TrainState(data=batches.state_dict())
     if rank == 0:
@@ -327,7 +366,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         save(run, state)
     if interrupted or (cfg.stop_after and state.step >= cfg.stop_after and not budget_spent(cfg, state)):
         return {**dataclasses.asdict(state), "interrupted": interrupted, "stopped": True}
-    final = run_eval(model, cfg, val_ds, device, final=True)  # the plain module: no recompiles for eval shapes
+    final = run_eval(model, cfg, val_ds, device, True, make_batch)  # the plain module: no recompiles for eval shapes
     sample = run_sample(model, cfg, tok, device)
     log.log(step=state.step, final=True, **final, sample=sample)
     return {**final, "params": sum(p.numel() for p in unique_params(model)), "tokens_seen": state.tokens_seen,
@@ -353,7 +392,9 @@ def loop(run: Run, state: TrainState) -> None:
         # time budget: the fraction done at the end of this step, estimated with the previous step's duration
         lr = schedule.lr(budget_fraction(state.step, cfg.max_steps, state.elapsed_s + last_dt, cfg.train_seconds))
         x, y = next(run.batches)  # (batch_size, T): the global batch, identical on every rank
-        x, y = rank_slice(x, run.rank, run.world).to(run.device), rank_slice(y, run.rank, run.world).to(run.device)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step)  # masks: the same after a resume
+        batch = {k: rank_slice(v, run.rank, run.world).to(run.device) for k, v in run.make_batch(x, y, g).items()}
+        x, y = batch, batch.pop("targets")
         t0 = time.perf_counter()
         loss, norm = train_step(run.forward, run.model, run.opt, x, y, cfg, lr)
         dt = last_dt = all_ranks(time.perf_counter() - t0, run.world, "max", run.device)  # ranks stop together
@@ -378,9 +419,9 @@ def periodic(run: Run, state: TrainState, loss: float, bar: Any) -> None:
     if budget_spent(cfg, state):
         return
     if cfg.eval_every and step % cfg.eval_every == 0:
-        ev = run_eval(run.model, cfg, run.val, run.device, final=False)
+        ev = run_eval(run.model, cfg, run.val, run.device, False, run.make_batch)
         run.log.log(step=step, tokens_seen=state.tokens_seen, elapsed_s=state.elapsed_s, **ev)
-        bar.set_postfix(loss=f"{loss:.3f}", val_bpb=f"{ev['val_bpb']:.3f}", refresh=False)
+        bar.set_postfix(loss=f"{loss:.3f}", val_loss=f"{ev['val_loss']:.3f}", refresh=False)
     if cfg.sample_every and step % cfg.sample_every == 0:
         run.log.log(step=step, sample=run_sample(run.model, cfg, run.tok, run.device))
     if cfg.ckpt_every and step % cfg.ckpt_every == 0:

@@ -24,3 +24,11 @@ def hf_model(path) -> torch.nn.Module:
 
 def ids(B: int = 2, T: int = 9, vocab: int = 101, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory) -> object:
+    """A tiny pretrained base model directory with a ChatML tokenizer (built once per test process)."""
+    from tests.finetune.tiny import tiny_base
+
+    return tiny_base(tmp_path_factory.mktemp("tinybase") / "base")

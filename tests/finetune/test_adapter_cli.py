@@ -12,13 +12,13 @@ from lmstack.finetune.peft_format import lora_config, save_lora, save_prompt_ada
 from lmstack.finetune.prefix_tuning import PrefixTuning
 from lmstack.model import Transformer
 from tests.finetune.test_lora import randomize_B
-from tests.finetune.tiny import tiny_base
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
+def dirs(tmp_path_factory, tiny_base_dir):
     d = tmp_path_factory.mktemp("cli")
-    base = tiny_base(d / "base")
+    base = d / "base"
+    base.symlink_to(tiny_base_dir)
     from lmstack.tokenizer import Tokenizer
 
     tok = Tokenizer.load(base)
@@ -34,7 +34,7 @@ def dirs(tmp_path_factory):
 
 
 def run(capsys, *args: str) -> str:
-    assert main(["generate", "3 + 4 =", "--temperature=0", "--max_new_tokens=8", *args]) == 0
+    assert main(["generate", "3 + 4 =", "--sampling.temperature=0", "--sampling.max_new_tokens=8", *args]) == 0
     return capsys.readouterr().out
 
 
@@ -59,7 +59,13 @@ def test_generate_with_prefix_adapter_equals_wrapper(dirs, capsys):
 def test_chat_takes_adapter(dirs, capsys, monkeypatch):
     lines = iter(["3 + 4 =", "/exit"])
     monkeypatch.setattr(builtins, "input", lambda prompt="": next(lines))
-    args = ["chat", f"--model={dirs / 'base'}", f"--adapter={dirs / 'lora'}", "--temperature=0", "--max_new_tokens=4"]
+    args = [
+        "chat",
+        f"--model={dirs / 'base'}",
+        f"--adapter={dirs / 'lora'}",
+        "--sampling.temperature=0",
+        "--sampling.max_new_tokens=4",
+    ]
     assert main(args) == 0
     assert "bot>" in capsys.readouterr().out
 

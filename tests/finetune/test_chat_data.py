@@ -11,11 +11,11 @@ from tests.finetune.tiny import tiny_base
 
 
 @pytest.fixture(scope="module")
-def toks(tmp_path_factory):
+def toks(tmp_path_factory, tiny_base_dir):
     from lmstack.tokenizer import Tokenizer
 
     d = tmp_path_factory.mktemp("tok")
-    return Tokenizer.load(tiny_base(d / "chatml")), Tokenizer.load(tiny_base(d / "plain", chatml=False))
+    return Tokenizer.load(tiny_base_dir), Tokenizer.load(tiny_base(d / "plain", chatml=False))
 
 
 def write(tmp_path, lines: list[str]):

@@ -96,3 +96,12 @@ def test_bad_targets_error(tiny_llama):
     model, _ = tiny_llama
     with pytest.raises(ValueError, match="matches no linear layer"):
         apply_lora(model, ["qkv"], r=2, alpha=2)
+
+
+def test_gpt2_family_uses_our_names(tiny_model_kwargs):
+    from lmstack.model import ModelConfig, Transformer
+    from lmstack.model.presets import GPT2_STYLE
+
+    model = Transformer(ModelConfig(**{**tiny_model_kwargs, **GPT2_STYLE, "n_kv_heads": 4}))
+    chosen = apply_lora(model, ["q_proj", "c_fc"], r=2, alpha=2)  # q_proj is ours; GPT-2's fused c_attn has no q
+    assert chosen == ["blocks.0.attn.q_proj", "blocks.1.attn.q_proj"]

@@ -11,7 +11,7 @@ from lmstack.model import Transformer
 from lmstack.quant.nf4 import NF4Linear
 from tests.finetune.conftest import ids
 from tests.finetune.test_lora import randomize_B
-from tests.finetune.tiny import arithmetic, tiny_base
+from tests.finetune.tiny import arithmetic
 
 
 def test_qlora_forward_equals_dequantized_model(tiny_llama):
@@ -32,7 +32,7 @@ def test_qlora_forward_equals_dequantized_model(tiny_llama):
     assert base_weight_bytes(model) < fp32_bytes  # the tiny model is mostly embeddings; bench/ measures 135M
 
 
-def test_teacher_forced_exact_match_equals_greedy_generation(tmp_path):
+def test_teacher_forced_exact_match_equals_greedy_generation(tmp_path, tiny_base_dir):
     from lmstack.finetune.chat_data import prompt_and_answer
     from lmstack.finetune.sft import SFTConfig, train
     from lmstack.generate import SamplingParams, generate
@@ -41,7 +41,7 @@ def test_teacher_forced_exact_match_equals_greedy_generation(tmp_path):
 
     data = write_jsonl(tmp_path / "train.jsonl", arithmetic(64, 0))
     cfg = SFTConfig(
-        model=str(tiny_base(tmp_path / "base")),
+        model=str(tiny_base_dir),
         data=str(data),
         n_eval=0,
         forgetting_tokens=0,

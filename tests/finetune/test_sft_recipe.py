@@ -10,13 +10,13 @@ import torch
 from lmstack.common.config import load_config
 from lmstack.common.log import read_jsonl
 from lmstack.finetune.sft import SFTConfig, train
-from tests.finetune.tiny import arithmetic, tiny_base, write_jsonl
+from tests.finetune.tiny import arithmetic, write_jsonl
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_base_dir):
     d = tmp_path_factory.mktemp("sft")
-    base = tiny_base(d / "base")
+    base = tiny_base_dir
     data = write_jsonl(d / "train.jsonl", arithmetic(64, 0))
     held = write_jsonl(d / "held.jsonl", arithmetic(16, 99))
     return d, base, data, held
@@ -82,3 +82,27 @@ def test_cli_commands_resolve_with_their_defaults():
     for name, method in (("lora", "lora"), ("qlora", "qlora"), ("prompt-tune", "prompt"), ("prefix-tune", "prefix")):
         cls, _ = resolve(name)
         assert load_config(cls, []).method == method
+
+
+def test_sigterm_saves_adapter_checkpoint_and_exits_130(setup):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, base, data, _ = setup
+    out = d / "sigterm"
+    flags = [f"--model={base}", f"--data={data}", "--n_eval=0", "--forgetting_tokens=0", f"--out_dir={out}",
+             "--max_len=48", "--batch_size=8", "--max_steps=100000", "--log_every=1", "--threads=1"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "lmstack.cli", "lora", *flags], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    state = json.loads((out / "checkpoint" / "trainer_state" / "state.json").read_text())
+    assert state["step"] >= 3 and (out / "checkpoint" / "adapter_model.safetensors").is_file()

@@ -102,6 +102,18 @@ def test_nf4_linear_forward_equals_dequantized_weight_and_is_frozen():
     y = layer(x)
     torch.testing.assert_close(y, torch.nn.functional.linear(x, layer.dequantized_weight(), lin.bias), rtol=0, atol=0)
     y.sum().backward()
-    assert x.grad is not None and not any(p.requires_grad for p in layer.parameters())
+    assert not any(p.requires_grad for p in layer.parameters())
+    x2 = x.detach().clone().requires_grad_(True)  # the recomputing backward equals autograd's through W_hat
+    torch.nn.functional.linear(x2, layer.dequantized_weight(), lin.bias).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=0)
     assert layer.stored_bytes() < 0.3 * lin.weight.numel() * 4 + lin.bias.numel() * 4
     assert set(layer.state_dict()) >= {"weight_packed", "weight_absmax", "weight_absmax_scale"}
+
+
+def test_nf4_linear_keeps_no_full_precision_weight_for_backward():
+    layer = NF4Linear.from_linear(torch.nn.Linear(256, 128))
+    x = torch.randn(4, 256, requires_grad=True)
+    saved: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        layer(x).sum().backward()
+    assert max(saved, default=0) < 256 * 128  # the (128, 256) dequantized weight is recomputed, not saved

@@ -94,6 +94,7 @@ def test_checkpoint_is_an_hf_directory(tiny_data, tmp_path):
         (dict(schedule="linear"), "--schedule"),
         (dict(lr=-1.0), "--lr"),
         (dict(train_seconds=-5.0), "--train_seconds"),
+        (dict(threads=-1), "--threads"),
     ],
 )
 def test_bad_values_name_the_flag(overrides, flag):

@@ -1,0 +1,69 @@
+"""The model runner: the scheduler's output -> padded tensors -> the model (through the paged cache) -> logits.
+
+One step computes a different number of tokens per sequence (a prefill chunk of hundreds, a decode of one).
+The model's forward takes a padded (B, T) batch, and padding is compute thrown away: one 512-token chunk
+padded beside 63 one-token decodes would cost 64 x 512 token-computations. So the runner splits a step into
+at most two forwards, one over the decode rows (T = 1, no padding) and one over the prefill rows (padded to
+the longest chunk, usually one or two rows); both write into and read from the same paged cache. The price is
+reading the weights twice in a mixed step, cheaper than the padding it avoids (docs/serve.md has numbers).
+Positions are the tokens' absolute indices (-1 on pads), so RoPE and the causal mask need nothing else.
+
+Only the rows that caught up with their tokens (the last chunk of a prompt, every decode) get logits back:
+the last real position of each.
+Left out: CUDA graphs, a varlen (unpadded) attention path, computing the LM head only on the sampled rows
+(the model's forward returns logits for every position: ~25 % extra prefill work on SmolLM2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmstack.model.causal_lm import CausalLM
+from lmstack.serve.paged_cache import PagedKVCache
+from lmstack.serve.scheduler import SchedulerOutput
+from lmstack.serve.sequence import Sequence
+
+
+class ModelRunner:
+    def __init__(self, model: CausalLM, cache: PagedKVCache) -> None:
+        self.model, self.cache = model, cache
+        self.device = next(model.parameters()).device
+        self.forwards = 0  # model calls so far
+        self.tokens = 0  # real (unpadded) tokens computed so far
+        self.padded_tokens = 0  # padding computed so far
+
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput) -> tuple[list[Sequence], torch.Tensor]:
+        """Run one step. Returns the sequences that caught up with their tokens and their next-token logits
+        (R, V) in float32, in batch order."""
+        self.cache.copy_blocks(out.copies)
+        rows = range(len(out.seqs))
+        decode = [i for i in rows if out.num_new[i] == 1]
+        prefill = [i for i in rows if out.num_new[i] > 1]
+        last: dict[int, torch.Tensor] = {}
+        for group in (decode, prefill):
+            if group:
+                last.update(self._forward(out, group))
+        ready = [i for i in rows if out.seqs[i].num_computed + out.num_new[i] == out.seqs[i].num_tokens]
+        if not ready:
+            return [], torch.empty(0)
+        return [out.seqs[i] for i in ready], torch.stack([last[i] for i in ready]).float()
+
+    def _forward(self, out: SchedulerOutput, group: list[int]) -> dict[int, torch.Tensor]:
+        """One model call over the rows `group`: right-padded inputs, last-position logits per row."""
+        T = max(out.num_new[i] for i in group)
+        ids = torch.zeros(len(group), T, dtype=torch.long)
+        pos = torch.full((len(group), T), -1, dtype=torch.long)
+        for r, i in enumerate(group):
+            seq, n = out.seqs[i], out.num_new[i]
+            start = seq.num_computed
+            ids[r, :n] = torch.tensor(seq.token_ids[start : start + n])
+            pos[r, :n] = torch.arange(start, start + n)
+        ids, pos = ids.to(self.device), pos.to(self.device)
+        view = self.cache.batch([out.block_ids[i] for i in group], [out.seqs[i].num_computed for i in group], pos)
+        logits = self.model(ids, positions=pos, cache=view).logits  # (B, T, V)
+        self.forwards += 1
+        real = sum(out.num_new[i] for i in group)
+        self.tokens += real
+        self.padded_tokens += len(group) * T - real
+        return {i: logits[r, out.num_new[i] - 1] for r, i in enumerate(group)}
