@@ -10,8 +10,8 @@ embeddings (within a filter), delete these ids. `where` filters are a dict ANDin
 
 `SQLiteStore` works in memory (an in-memory SQLite database and the vector index arrays) and writes
 `chunks.sqlite` + a vector index directory (`vector_index.py`: exact | ivf | ivfpq | hnsw) into the collection
-directory that the Index then swaps in atomically: an interrupted build or update never leaves half a collection. `PgVectorStore`
-(`pgvector.py`) keeps the same rows in one PostgreSQL table with a `vector` column and an HNSW index.
+directory that the Index then swaps in atomically: an interrupted build or update never leaves half a collection.
+`PgVectorStore` (`pgvector.py`) keeps the same rows in one PostgreSQL table with a `vector` column and an HNSW index.
 Left out: range/inequality filters, full-text search inside the database.
 """
 
