@@ -27,7 +27,7 @@ from lmstack.common.atomic import atomic_dir
 from lmstack.rag.bm25 import BM25, analyze
 from lmstack.rag.chunking import TokenCounter, chunk_documents
 from lmstack.rag.documents import Document
-from lmstack.rag.embedder import DEFAULT_EMBEDDER, Embedder, load_embedder
+from lmstack.rag.embedder import DEFAULT_EMBEDDER, Embedder, SentenceEmbedder, load_embedder
 from lmstack.rag.store import SQLiteStore, Store, StoredChunk
 
 FORMAT_VERSION = 1
@@ -35,7 +35,7 @@ FORMAT_VERSION = 1
 
 @dataclass
 class IndexSettings:
-    embedder: str = DEFAULT_EMBEDDER  # all-minilm-l6-v2 | a BERT directory | lm:<model>
+    embedder: str = DEFAULT_EMBEDDER  # all-minilm-l6-v2 | a BERT directory | lm:<model> | none (BM25 only)
     ann: str = "hnsw"  # exact | ivf | ivfpq | hnsw
     chunker: str = "recursive"  # fixed | recursive | semantic | parent-child
     chunk_size: int = 200  # tokens per chunk (children for parent-child)
@@ -64,11 +64,14 @@ class Index:
     ) -> Index:
         """A new, empty collection (nothing is written until `save`)."""
         settings = settings or IndexSettings()
-        embedder = embedder or load_embedder(settings.embedder, cache=default_cache())
-        store = _make_store(Path(directory), settings, embedder.dim, new=True)
+        if embedder is None and settings.embedder != "none":
+            embedder = load_embedder(settings.embedder, cache=default_cache())
+        dim = embedder.dim if embedder is not None else 0
+        store = _make_store(Path(directory), settings, dim, new=True)
         bm25 = BM25(settings.bm25_variant, settings.k1, settings.b)
         index = cls(Path(directory), settings, store, bm25, np.zeros(0, np.int64))
-        index._embedder, index.dim, index.fingerprint = embedder, embedder.dim, embedder.fingerprint
+        index._embedder, index.dim = embedder, dim
+        index.fingerprint = embedder.fingerprint if embedder is not None else ""
         return index
 
     @classmethod
@@ -104,7 +107,14 @@ class Index:
         return self.directory
 
     @property
+    def dense(self) -> bool:
+        """True when the collection has embeddings (built with an embedder, not `--embedder=none`)."""
+        return self.settings.embedder != "none"
+
+    @property
     def embedder(self) -> Embedder:
+        if not self.dense:
+            raise ValueError(f"{self.directory} was built with --embedder=none (BM25 only): use --mode=bm25")
         if self._embedder is None:
             self._embedder = load_embedder(self.settings.embedder, cache=default_cache())
             if self.fingerprint and self._embedder.fingerprint != self.fingerprint:
@@ -119,8 +129,8 @@ class Index:
     def add_documents(self, docs: list[Document], show_progress: bool = False, batch_size: int = 32) -> int:
         """Chunk, embed and store `docs`; returns the number of chunks added."""
         s = self.settings
-        emb = self.embedder
-        count = TokenCounter(emb.tokenizer.encode) if hasattr(emb, "tokenizer") else None
+        emb = self.embedder if self.dense else None
+        count = TokenCounter(emb.tokenizer.encode) if isinstance(emb, SentenceEmbedder) else None
         embed_fn = (lambda texts: emb.embed(texts, batch_size)) if s.chunker == "semantic" else None
         chunks = chunk_documents(docs, s.chunker, s.chunk_size, s.chunk_overlap, s.parent_size, count, embed_fn)
         if not chunks:
@@ -128,7 +138,8 @@ class Index:
         searchable = [c for c in chunks if c.kind != "parent"]
         vectors = np.zeros((len(chunks), self.dim), np.float32)
         rows = [i for i, c in enumerate(chunks) if c.kind != "parent"]
-        vectors[rows] = emb.embed([embed_text(c) for c in searchable], batch_size, show_progress)
+        if emb is not None:
+            vectors[rows] = emb.embed([embed_text(c) for c in searchable], batch_size, show_progress)
         ids = self.store.add(chunks, vectors)
         self.bm25.add(analyze(embed_text(c)) for c in searchable)
         self.bm25_ids = np.concatenate([self.bm25_ids, ids[rows]])

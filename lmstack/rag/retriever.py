@@ -68,23 +68,26 @@ class Retriever:
 
     def retrieve(self, query: str, k: int | None = None, where: dict[str, Any] | None = None) -> list[Hit]:
         k = k or self.k
+        mode = self.mode if self.index.dense else "bm25"  # a BM25-only collection: hybrid degrades to bm25
+        if self.mode == "dense" and not self.index.dense:
+            raise ValueError(f"{self.index.directory} has no embeddings (built with --embedder=none); use --mode=bm25")
         texts = self.expander.expand(query) if self.expander is not None else {"bm25": [query], "dense": [query]}
         rankings: list[list[int]] = []
         stage: dict[int, dict[str, float]] = {}
-        if self.mode in ("bm25", "hybrid"):
+        if mode in ("bm25", "hybrid"):
             for text in texts["bm25"]:
                 ranked = self.index.bm25_search(text, self.candidates, where)
                 rankings.append([i for i, _ in ranked])
                 for i, s in ranked:
                     stage.setdefault(i, {})["bm25"] = max(s, stage.get(i, {}).get("bm25", -1e30))
-        if self.mode in ("dense", "hybrid"):
+        if mode in ("dense", "hybrid"):
             for text in texts["dense"]:
                 ranked = self.index.dense_search(text, self.candidates, where)
                 rankings.append([i for i, _ in ranked])
                 for i, s in ranked:
                     stage.setdefault(i, {})["dense"] = max(s, stage.get(i, {}).get("dense", -1e30))
         if len(rankings) == 1:  # one list: its own scores rank it
-            key = "bm25" if self.mode == "bm25" else "dense"
+            key = "bm25" if mode == "bm25" else "dense"
             fused = [(i, stage[i][key]) for i in rankings[0]]
         else:
             fused = reciprocal_rank_fusion(rankings, self.rrf_k)

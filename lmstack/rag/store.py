@@ -100,9 +100,10 @@ class SQLiteStore:
             disk = sqlite3.connect(Path(directory) / "chunks.sqlite")
             disk.backup(self.db)
             disk.close()
-            self.vectors: VectorIndex = load_index(Path(directory) / "vectors")
+            vec_dir = Path(directory) / "vectors"
+            self.vectors: VectorIndex | None = load_index(vec_dir) if vec_dir.is_dir() else None
         else:
-            self.vectors = make_index(ann, dim, **(ann_params or {}))
+            self.vectors = make_index(ann, dim, **(ann_params or {})) if dim else None  # dim 0: BM25 only
         self.db.executescript(SCHEMA)
 
     def add(self, chunks: list[Chunk], vectors: np.ndarray) -> np.ndarray:
@@ -118,7 +119,7 @@ class SQLiteStore:
             self.db.executemany('INSERT INTO chunks (id, path, title, start, "end", kind, parent, text, meta) '
                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
         searchable = np.array([c.kind != "parent" for c in chunks], bool)
-        if searchable.any():
+        if searchable.any() and self.vectors is not None:
             self.vectors.add(ids[searchable], vectors[searchable])
         return ids
 
@@ -151,7 +152,8 @@ class SQLiteStore:
             for lo in range(0, len(ids), 500):
                 part = ids[lo : lo + 500]
                 n += self.db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(part))})", part).rowcount
-        self.vectors.delete(np.array(ids, np.int64))
+        if self.vectors is not None:
+            self.vectors.delete(np.array(ids, np.int64))
         return n
 
     def count(self) -> int:
@@ -163,7 +165,8 @@ class SQLiteStore:
         with target:
             self.db.backup(target)
         target.close()
-        self.vectors.save(directory / "vectors")
+        if self.vectors is not None:
+            self.vectors.save(directory / "vectors")
 
     def close(self) -> None:
         self.db.close()
