@@ -36,6 +36,10 @@ COMMANDS: dict[str, Command] = {
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
+    "rag": Command("lmstack.rag.cli", "RagConfig", "main", "retrieval-augmented QA: index | query | ask | eval"),
+    "rag-train-reranker": Command(
+        "lmstack.rag.train_reranker", "TrainRerankerConfig", "main", "train the cross-encoder on mined pairs"
+    ),
 }
 
 

@@ -103,7 +103,7 @@ class Retriever:
         if self.reranker is not None and hits:
             scores = self.reranker.score(query, [f"{h.title}\n{h.text}" for h in hits])
             for h, s in zip(hits, scores):
-                h.score = h.scores["rerank"] = float(s)
+                h.score = h.scores["rerank"] = h.scores[self.reranker.name] = float(s)
             hits.sort(key=lambda h: -h.score)
         hits = hits[:k]
         self._attach_parents(hits, chunks)

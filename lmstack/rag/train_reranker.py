@@ -134,7 +134,7 @@ def main(cfg: TrainRerankerConfig) -> int:
                 opt.step()
                 sched.step()
                 acc = ((logits > 0).float() == labels).float().mean()
-                log.log(step=step, loss=float(loss), acc=float(acc), lr=sched.get_last_lr()[0])
+                log.log(step=step, loss=loss.item(), acc=acc.item(), lr=sched.get_last_lr()[0])
     except KeyboardInterrupt:
         model.save(out_dir)
         info(f"interrupted at step {step}; weights saved to {out_dir}")
