@@ -51,7 +51,8 @@ class RagConfig:
     max_new_tokens: int = 160  # ask: answer length limit
     injection: str = "redact"  # ask: prompt-injection guard: redact | mark | off
     verify: str = "overlap"  # ask: citation support check: overlap | model
-    out: str = ""  # eval: write the report JSON here (default: docs/rag_eval.json is written by bench)
+    out: str = ""  # eval: report directory (default: $LMSTACK_HOME/rag/eval)
+    answers: int = 10  # eval: questions per set answered by the model (0 = retrieval only)
     json: bool = False  # query/ask: print JSON instead of text
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ class RagConfig:
         try:
             value = json.loads(self.where)
         except json.JSONDecodeError as e:
-            raise ValueError(f"--where={self.where!r} is not JSON ({e.msg}); e.g. '{{\"path\": \"faq/*\"}}'") from None
+            raise ValueError(f'--where={self.where!r} is not JSON ({e.msg}); e.g. \'{{"path": "faq/*"}}\'') from None
         if not isinstance(value, dict):
             raise ValueError(f"--where={self.where!r}: expected a JSON object")
         return value
