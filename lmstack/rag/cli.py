@@ -172,6 +172,7 @@ def main(cfg: RagConfig) -> int:
         hits = retriever.retrieve(text, where=cfg.filter())
         if cfg.json:
             print(json.dumps([asdict(h) for h in hits], indent=2))
+            return 0
         for n, h in enumerate(hits, 1):
             scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
             print(f"[{n}] {h.title}  ({h.path}:{h.start}-{h.end})  {scores}")

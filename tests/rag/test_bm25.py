@@ -24,7 +24,9 @@ def test_okapi_matches_rank_bm25(corpus, k1: float, b: float) -> None:
     ours, ref = BM25("okapi", k1, b), BM25Okapi(corpus, k1=k1, b=b)
     ours.add(corpus)
     for q in QUERIES:
-        np.testing.assert_allclose(ours.scores(analyze(q) or [q]), ref.get_scores(analyze(q) or [q]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            ours.scores(analyze(q) or [q]), ref.get_scores(analyze(q) or [q]), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_bm25plus_matches_rank_bm25(corpus) -> None:
