@@ -11,10 +11,10 @@
     ans = answer("How do I read a file line by line?", Retriever(Index.open(path)), model, tokenizer)
     ans.text, ans.citations, ans.hits, ans.abstained
 
-`confidence`: the cross-encoder's sigmoid(score) when reranked, else the best dense cosine among the hits, else
-(BM25-only collections) the gate is off. `verify="model"` additionally asks the model whether each cited source
-supports its sentence (yes/no logits, reranker.yes_no_score). Left out: multi-turn conversations, answer
-refinement loops (self-RAG), streaming of citation checks.
+`confidence`: the best dense cosine among the hits (reranker scores are trained to order passages, not to be
+calibrated); on BM25-only collections the gate is off. `verify="model"` additionally asks the model whether
+each cited source supports its sentence (yes/no logits, reranker.yes_no_score). Left out: multi-turn
+conversations, answer refinement loops (self-RAG), streaming of citation checks.
 """
 
 from __future__ import annotations
@@ -41,11 +41,9 @@ class Answer:
 
 
 def confidence(hits: list[Hit]) -> float:
-    """How relevant the best hit is: sigmoid(cross-encoder logit) if reranked, else the best dense cosine."""
+    """How relevant the best hit is: the best dense cosine among the hits (NaN when there is none)."""
     if not hits:
         return 0.0
-    if "cross-encoder" in hits[0].scores:  # trained with binary cross-entropy: sigmoid reads as a probability
-        return 1.0 / (1.0 + math.exp(-hits[0].scores["cross-encoder"]))
     dense = [h.scores["dense"] for h in hits if "dense" in h.scores]
     return max(dense) if dense else math.nan
 

@@ -37,7 +37,9 @@ class Embedder(Protocol):
     dim: int
     fingerprint: str  # identifies the weights and settings (the cache key prefix)
 
-    def embed(self, texts: list[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray: ...
+    def embed(
+        self, texts: list[str], batch_size: int = 32, show_progress: bool = False, use_cache: bool = True
+    ) -> np.ndarray: ...
 
 
 def weights_fingerprint(directory: Path, extra: str) -> str:
@@ -73,11 +75,15 @@ class _Batched:
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def embed(self, texts: list[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
-        """(n, dim) float32 unit vectors for `texts` (cached ones are read, the rest computed and stored)."""
+    def embed(
+        self, texts: list[str], batch_size: int = 32, show_progress: bool = False, use_cache: bool = True
+    ) -> np.ndarray:
+        """(n, dim) float32 unit vectors for `texts` (cached ones are read, the rest computed and stored;
+        `use_cache=False` for one-off texts such as queries)."""
         out = np.zeros((len(texts), self.dim), np.float32)
+        cache = self.cache if use_cache else None
         keys = [content_key(self.fingerprint, t) for t in texts]
-        cached = self.cache.get_many(list(set(keys)), self.dim) if self.cache is not None else {}
+        cached = cache.get_many(list(set(keys)), self.dim) if cache is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in cached]
         for i, k in enumerate(keys):
             if k in cached:
@@ -97,8 +103,8 @@ class _Batched:
             with torch.inference_mode():
                 vecs = mean_pool(self._forward(ids, pos).float(), pos >= 0).numpy()
             out[batch] = vecs
-            if self.cache is not None:
-                self.cache.put_many([keys[i] for i in batch], vecs)
+            if cache is not None:
+                cache.put_many([keys[i] for i in batch], vecs)
             bar.update(len(batch))
         bar.close()
         return out

@@ -172,7 +172,11 @@ class Index:
     def dense_search(
         self, query: str | np.ndarray, k: int = 10, where: dict[str, Any] | None = None
     ) -> list[tuple[int, float]]:
-        vec = self.embedder.embed([query])[0] if isinstance(query, str) else np.asarray(query, np.float32)
+        vec = (
+            self.embedder.embed([query], use_cache=False)[0]
+            if isinstance(query, str)
+            else np.asarray(query, np.float32)
+        )
         return self.store.search(vec, k, where)
 
 
