@@ -46,7 +46,7 @@ def test_recursive_follows_sections_and_titles() -> None:
 
 def test_parent_child_links() -> None:
     chunks = chunk_documents([DOC], "parent-child", size=8, overlap=2, parent_size=30, count=WORDS)
-    for i, c in enumerate(chunks):
+    for c in chunks:
         if c.kind == "child":
             parent = chunks[c.parent]
             assert parent.kind == "parent" and parent.start <= c.start and c.end <= parent.end
