@@ -88,6 +88,14 @@ class ModelConfig:
             self.head_dim = self.d_model // self.n_heads
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model if self.ffn == "gelu" else 64 * -(-(8 * self.d_model // 3) // 64)
+        for name in ("head_dim", "d_ff"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("norm_eps", "rope_theta"):  # eps <= 0 divides by zero in the norm: NaN logits
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.init_std < 0:
+            raise ValueError(f"ModelConfig.init_std must be >= 0, got {self.init_std}")
         self._check_positions()
         self._check_moe()
         if not 0.0 <= self.dropout < 1.0:

@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
-from lmstack.common.atomic import atomic_dir, atomic_write_text
+from lmstack.common.atomic import atomic_files
+from lmstack.common.config import read_config_file
 from lmstack.model.config import ModelConfig
 from lmstack.model.hf_names import GPT2_TRANSPOSED, is_ignored, rename
+from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
 
 FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "bert", "lmstack")
@@ -306,9 +308,14 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
             fields = _llama_config(hf, family)
     except KeyError as e:
         raise ValueError(f"{where}: missing field {e.args[0]!r} required for model_type {family!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
     ids = dict(bos_token_id=_first_id(hf.get("bos_token_id")), eos_token_id=_first_id(hf.get("eos_token_id")))
     stored = hf.get("dtype") or hf.get("torch_dtype") or "float32"
-    return ModelConfig(**fields, **ids, dtype=stored if stored in DTYPES else "float32")
+    try:
+        return ModelConfig(**fields, **ids, dtype=stored if stored in DTYPES else "float32")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 # ---------------------------------------------------------------- tensors
@@ -392,22 +399,31 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
     return _split_qkv(out, cfg.n_layers) if family == "gpt2" else out
 
 
-def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of an HF directory: model.safetensors or the shards listed in model.safetensors.index.json."""
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file; a truncated or corrupted one is an error naming it."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e}); is it truncated?") from None
+
+
+def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF directory: model.safetensors or the shards listed in model.safetensors.index.json."""
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.is_file():
-        return load_file(single)
+        return load_safetensors(single)
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        weight_map = read_config_file(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index}: no 'weight_map' object")
         tensors: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
             if not (directory / shard).is_file():
                 raise FileNotFoundError(f"{index} lists shard {shard!r}, which is not in {directory}")
-            tensors.update(load_file(directory / shard))
+            tensors.update(load_safetensors(directory / shard))
         return tensors
     pickles = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt"))
     if pickles:
@@ -430,16 +446,18 @@ def load_hf_dir(
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{directory}: no config.json (is this a Hugging Face model directory?)")
-    hf = json.loads(cfg_path.read_text())
+    hf = read_config_file(cfg_path)  # malformed JSON: an error naming the file
     cfg = config_from_hf(hf, where=str(cfg_path))
     gen_path = directory / "generation_config.json"
     if gen_path.is_file():
-        gen = json.loads(gen_path.read_text())
+        gen = read_config_file(gen_path)
         for key in ("bos_token_id", "eos_token_id"):
             if getattr(cfg, key) is None and _first_id(gen.get(key)) is not None:
                 setattr(cfg, key, _first_id(gen.get(key)))
     if dtype is not None:
-        cfg.dtype = dtype if isinstance(dtype, str) else {v: k for k, v in DTYPES.items()}[dtype]
+        cfg.dtype = dtype if isinstance(dtype, str) else {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
+        if cfg.dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     tensors = read_safetensors(directory)
     model = Transformer.without_init(cfg, device)
     sd = state_dict_from_hf(tensors, hf["model_type"], model)
@@ -470,32 +488,40 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
 
 
 def save_pretrained(
-    model: Transformer, path: str | Path, tokenizer: Any = None, max_shard_bytes: int | None = None
+    model: Transformer,
+    path: str | Path,
+    tokenizer: Any = None,
+    max_shard_bytes: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `model` as an HF directory (atomically); see `Transformer.save_pretrained`."""
+    """Write `model` as an HF directory; see `Transformer.save_pretrained` and `save_target.py` for what may be
+    written where (a non-empty directory that is not an lmstack save needs `overwrite=True`)."""
     from safetensors.torch import save_file
 
-    cfg = model.config
+    cfg, path = model.config, Path(path)
+    ours = check_save_target(path, overwrite)
     family, tensors = state_dict_to_hf(model)
     tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}
-    path = Path(path)
-    with atomic_dir(path) as tmp:
+    meta = {"format": "pt", "saved_by": SAVED_BY}
+    with atomic_files(path) as tmp:
         shards = _shards(tensors, max_shard_bytes) if max_shard_bytes else [tensors]
         if len(shards) == 1:
-            save_file(shards[0], tmp / "model.safetensors", metadata={"format": "pt"})
+            save_file(shards[0], tmp / "model.safetensors", metadata=meta)
         else:
             weight_map = {}
             for i, shard in enumerate(shards, 1):
                 name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, tmp / name, metadata={"format": "pt"})
+                save_file(shard, tmp / name, metadata=meta)
                 weight_map.update(dict.fromkeys(shard, name))
             total = sum(t.numel() * t.element_size() for t in tensors.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            atomic_write_text(tmp / "model.safetensors.index.json", json.dumps(index, indent=2))
-        atomic_write_text(tmp / "config.json", json.dumps(config_to_hf(cfg), indent=2))
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
         gen = {k: getattr(cfg, k) for k in ("bos_token_id", "eos_token_id") if getattr(cfg, k) is not None}
-        atomic_write_text(tmp / "generation_config.json", json.dumps(gen, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
         if tokenizer is not None:
             tokenizer.save(tmp)
+        written = {f.name for f in tmp.iterdir()}
+    remove_stale_weights(path, written, ours)
     assert family in FAMILIES
     return path

@@ -51,6 +51,15 @@ class Output:
     hidden: torch.Tensor | None = None  # (B, T, D) after the final norm, when return_hidden=True or no LM head
 
 
+def check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """A clear error for token ids outside [0, vocab_size) (the embedding lookup would raise a bare IndexError)."""
+    if input_ids.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(input_ids))
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"input_ids: token id {lo if lo < 0 else hi} is outside the vocabulary [0, {vocab_size})")
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -165,6 +174,8 @@ class Transformer(nn.Module):
     ) -> Output:
         """input_ids (B, T) -> Output with logits (B, T, V); see the module docstring for the contract."""
         B, T = input_ids.shape
+        if not torch.compiler.is_compiling():
+            check_ids(input_ids, self.config.vocab_size)
         plain_causal = positions is None and cache is None
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
@@ -241,9 +252,13 @@ class Transformer(nn.Module):
 
         return load_pretrained(path, dtype=dtype, device=device)
 
-    def save_pretrained(self, path: str | Path, tokenizer: Any = None, max_shard_bytes: int | None = None) -> Path:
-        """Write config.json, model.safetensors (HF names) and generation_config.json atomically to `path`; with
-        a tokenizer, also `tokenizer.save(path)`. `max_shard_bytes` splits weights into shards plus an index."""
+    def save_pretrained(
+        self, path: str | Path, tokenizer: Any = None, max_shard_bytes: int | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write config.json, model.safetensors (HF names) and generation_config.json to `path`, each file
+        atomically; with a tokenizer, also `tokenizer.save(path)`. `max_shard_bytes` splits weights into shards
+        plus an index. Only the files it writes are replaced; a non-empty directory that is not a previous
+        lmstack save is refused unless `overwrite=True` (`lmstack/model/save_target.py`)."""
         from lmstack.model.hf import save_pretrained
 
-        return save_pretrained(self, path, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
+        return save_pretrained(self, path, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes, overwrite=overwrite)
