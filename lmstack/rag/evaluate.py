@@ -227,10 +227,8 @@ def run_eval(cfg) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sets = {"python-faq": faq_pairs(), "squad2-unsolvable": squad_items()}
     reranker = None
-    if cfg.rerank == "cross-encoder":
-        from lmstack.rag.cli import default_index_dir
-
-        reranker = CrossEncoder.load(cfg.reranker or f"{default_index_dir()}-reranker")
+    if cfg.rerank == "cross-encoder":  # default: the reranker trained on the default pydocs collection
+        reranker = CrossEncoder.load(cfg.reranker or lmstack_home() / "rag" / "pydocs-reranker")
     report: dict[str, Any] = {"retrieval": {}, "latency_ms": {}, "sizes": {}}
     indexes = {}
     with tempfile.TemporaryDirectory() as tmp:
