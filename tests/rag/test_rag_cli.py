@@ -45,3 +45,13 @@ def test_metrics_by_hand() -> None:
     assert m["mrr@10"] == pytest.approx((1 + 1 / 3) / 4)
     assert m["ndcg@10"] == pytest.approx((1 + 1 / 2) / 4)  # 1/log2(2) + 1/log2(4)
     assert token_f1("The cat sat [1].", "a cat sat down") == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+
+
+def test_evaluation_sets_from_shipped_data() -> None:
+    from lmstack.rag.eval_sets import faq_pairs, squad_items
+
+    faq = faq_pairs()
+    assert len(faq) >= 170 and all(it.question.endswith("?") and it.passage for it in faq)
+    assert any(it.question == "How do I read (or write) binary data?" for it in faq)
+    squad = squad_items()
+    assert len(squad) == 300 and sum(it.answerable for it in squad) == 150
