@@ -283,8 +283,7 @@ class HNSWIndex:
         arrays = dict(
             data=self.data, levels=self.levels, links0=self.links0, counts0=self.counts0, upper=self.upper,
             upper_counts=self.upper_counts, upper_start=self.upper_start, state=self.state,
-            ids=self.rows.ids, alive=self.rows.alive, rng=np.frombuffer(
-                repr(self._rng.bit_generator.state).encode(), np.uint8),
+            ids=self.rows.ids, alive=self.rows.alive,
         )  # fmt: skip
         write_index(path, self.kind, params, arrays)
 
