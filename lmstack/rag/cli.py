@@ -105,7 +105,8 @@ def build(cfg: RagConfig, source: str, directory: Path) -> Path:
     index = Index.create(directory, settings)
     n = index.add_documents(docs, show_progress=True, batch_size=cfg.batch_size)
     index.save()
-    info(f"{n} chunks ({cfg.chunker}, {cfg.chunk_size} tokens), embedder {cfg.embedder}, ann {cfg.ann}")
+    dense = f"embedder {cfg.embedder}, ann {cfg.ann}" if cfg.embedder != "none" else "BM25 only"
+    info(f"{n} chunks ({cfg.chunker}, {cfg.chunk_size} tokens), {dense}")
     return directory
 
 
