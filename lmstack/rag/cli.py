@@ -41,7 +41,7 @@ class RagConfig:
     overwrite: bool = False  # index: replace an existing collection
     batch_size: int = 32  # index: texts per embedding batch
     mode: str = "hybrid"  # query/ask: bm25 | dense | hybrid
-    k: int = 5  # query/ask: hits returned (sources given to the model)
+    k: int = 3  # query/ask: hits returned (the sources given to the model: a 135M model copes with ~3)
     where: str = ""  # query/ask: metadata filter as JSON, e.g. {"path": "library/*"}
     rerank: str = "none"  # query/ask: none | cross-encoder | llm
     reranker: str = ""  # cross-encoder directory (default: <index>-reranker)
