@@ -81,7 +81,12 @@ def answer(
         return Answer(question, IDK, [], hits, True, "low retrieval score", conf)
     messages = build_messages(question, [(h.title, h.path, h.context) for h in hits], injection)
     ids = render_prompt(tokenizer, messages)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_token_ids=chat_stop_ids(tokenizer))
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        no_repeat_ngram_size=6,  # greedy decoding of a small model can loop on one line; no 6-gram twice
+        stop_token_ids=chat_stop_ids(tokenizer),
+    )
     parts: list[str] = []
     for event in stream_generate(model, ids, params, tokenizer=tokenizer):
         if event.text:

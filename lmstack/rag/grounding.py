@@ -53,7 +53,8 @@ def build_messages(question: str, sources: list[tuple[str, str, str]], injection
     """ChatML messages for a question and sources [(title, path, text)], numbered from 1."""
     blocks = [f"[{n}] {title} ({path})\n{quote_source(text, injection)}" for n, (title, path, text) in
               enumerate(sources, 1)]  # fmt: skip
-    user = "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer with citations:"
+    user = "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"  # the question last: small models
+    # loop on a trailing "Answer with citations:" cue (docs/log.md)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
