@@ -81,18 +81,16 @@ def answer(
         return Answer(question, IDK, [], hits, True, "low retrieval score", conf)
     messages = build_messages(question, [(h.title, h.path, h.context) for h in hits], injection)
     ids = render_prompt(tokenizer, messages)
-    params = SamplingParams(
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        no_repeat_ngram_size=6,  # greedy decoding of a small model can loop on one line; no 6-gram twice
-        stop_token_ids=chat_stop_ids(tokenizer),
-    )
-    parts: list[str] = []
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_token_ids=chat_stop_ids(tokenizer))
+    text = ""
     for event in stream_generate(model, ids, params, tokenizer=tokenizer):
         if event.text:
-            parts.append(event.text)
+            text += event.text
             _emit(on_text, event.text)
-    text = "".join(parts).strip()
+            if repeats_a_line(text):  # greedy decoding of a small model can loop on one line: stop there
+                text = text[: text.rstrip("\n").rfind("\n")]
+                break
+    text = text.strip()
     citations = check_citations(text, [h.context for h in hits])
     if verify == "model":
         _verify_with_model(model, tokenizer, citations, hits)
@@ -101,6 +99,14 @@ def answer(
     if not any(c.exists and c.supported for c in citations):
         return Answer(question, text, citations, hits, True, "not supported", conf)
     return Answer(question, text, citations, hits, False, "answered", conf)
+
+
+def repeats_a_line(text: str, min_chars: int = 12) -> bool:
+    """True when the last complete line (of at least `min_chars`) already appeared earlier in `text`."""
+    if not text.endswith("\n"):
+        return False
+    lines = [ln.strip() for ln in text.rstrip("\n").split("\n")]
+    return len(lines[-1]) >= min_chars and lines[-1] in lines[:-1]
 
 
 def _verify_with_model(model, tokenizer, citations: list[Citation], hits: list[Hit]) -> None:
