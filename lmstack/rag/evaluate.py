@@ -3,6 +3,7 @@
 Retrieval: each set's gold passages form a collection (chunked like any collection; a passage is found when any
 of its chunks is); every question is searched by BM25, dense, hybrid (RRF) and hybrid + cross-encoder rerank, and
 scored by recall@1/5/10, MRR@10 and nDCG@10 (one relevant passage per question, so nDCG@10 = 1 / log2(1 + rank)).
+The reranker reorders hybrid's top 10 (so rerank changes recall@1/5 and MRR, never recall@10).
 
 Answers (the local model, greedy; a sample of `answers` questions per set, as generation is the slow part):
 - FAQ: exact match and token F1 (SQuAD normalization) against the reference first paragraph, citation precision
@@ -101,7 +102,7 @@ def doc_ranking(hits: list[tuple[int, Any]], index) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def evaluate_retrieval(items: list[QAItem], index, ids: dict[str, str], reranker=None, candidates: int = 20):
+def evaluate_retrieval(items: list[QAItem], index, ids: dict[str, str], reranker=None, candidates: int = 10):
     from lmstack.rag.retriever import Retriever
 
     modes = {

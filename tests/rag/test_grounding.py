@@ -90,3 +90,11 @@ def test_smollm2_answers_with_a_valid_citation_and_resists_injection(folder, min
     assert "pwned" not in hostile.text.lower()
     low = answer("Who won the 1962 World Cup?", Retriever(ix, "dense", k=2), model, tok, min_score=0.5)
     assert low.abstained and low.reason == "low retrieval score" and low.text == "I don't know."
+
+
+def test_a_repeated_line_stops_generation() -> None:
+    from lmstack.rag.answer import repeats_a_line
+
+    assert repeats_a_line("The answer to your question is:\n\nThe answer to your question is:\n")
+    assert not repeats_a_line("for line in f:\n    print(line)\n")
+    assert not repeats_a_line("ok\nok\n")  # short lines (code, bullets) may repeat
