@@ -14,7 +14,8 @@ runs single-threaded (faiss omp 1, hnswlib 1 thread, our numpy BLAS limited to 1
 algorithms, not thread counts. Latency: one query per call, p50 / p99 over all queries, sides interleaved in
 rounds after a warm-up. Other engineers load this 2-core machine while it runs: absolute times are noisy,
 ratios from interleaved runs are the claim.
-Run: `flock /tmp/bench.lock .venv/bin/python bench/rag.py [--quick]`; writes docs/benchmarks.md (section "rag").
+Run: `flock /tmp/bench.lock .venv/bin/python bench/rag.py [--quick] [--part=bm25|vectors]`; writes docs/benchmarks.md
+(sections "rag-bm25" and "rag-vectors").
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import table, write_section  # noqa: E402
 
 QUICK = "--quick" in sys.argv
+PARTS = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--part=")] or ["bm25", "vectors"]
+KEEP_ALIVE: list = []
 SIZES = [2_000, 10_000] if QUICK else [10_000, 100_000]
 DIM = 384
 
@@ -228,24 +231,29 @@ def faiss_index(kind: str, n: int, x: np.ndarray, nlist: int):
         index.hnsw.efConstruction = 200
         index.hnsw.efSearch = 64
     index.add(x)
-    index._keep = quantizer if kind in ("ivf", "ivfpq") else None  # the quantizer must outlive the index
+    if kind in ("ivf", "ivfpq"):
+        KEEP_ALIVE.append(quantizer)  # the index does not own its coarse quantizer: it must outlive it
     return index
 
 
 def main() -> None:
-    bm25 = bench_bm25()
-    vectors = bench_vectors()
-    body = (
-        "### RAG: BM25 and vector indexes\n\n"
-        "BM25 (same tokens for all three; top-10; single-threaded; recall against rank_bm25's exact ranking):\n\n"
-        f"{bm25}\n\n"
-        "Vector indexes (384-d clustered unit vectors, 200 queries, top-10, single-threaded, matched parameters: "
-        "IVF nlist 4 sqrt(n) nprobe 16; IVF-PQ 48 x 8 bits; HNSW M 16 efC 200 ef 64):\n\n"
-        f"{vectors}\n\n"
-        "Machine shared with other jobs: absolute times are noisy; compare rows of one size (interleaved runs)."
-    )
-    print(body)
-    write_section("rag", body)
+    note = "Machine shared with other jobs: absolute times are noisy; compare rows of one size (interleaved runs)."
+    if "bm25" in PARTS:
+        body = (
+            "### RAG: BM25 (ours vs bm25s vs rank_bm25)\n\n"
+            "Same tokens for all three; top-10 per query, one query per call, single-threaded; recall against "
+            f"rank_bm25's exact ranking.\n\n{bench_bm25()}\n\n{note}"
+        )
+        print(body, flush=True)
+        write_section("rag-bm25", body)
+    if "vectors" in PARTS:
+        body = (
+            "### RAG: vector indexes (ours vs faiss vs hnswlib)\n\n"
+            "384-d clustered unit vectors, 200 queries, top-10, single-threaded, matched parameters: IVF nlist "
+            f"4 sqrt(n), nprobe 16; IVF-PQ 48 x 8 bits; HNSW M 16, efC 200, ef 64.\n\n{bench_vectors()}\n\n{note}"
+        )
+        print(body, flush=True)
+        write_section("rag-vectors", body)
 
 
 if __name__ == "__main__":
