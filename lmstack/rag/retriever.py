@@ -101,7 +101,7 @@ class Retriever:
             if (c := chunks.get(i)) is not None
         ]
         if self.reranker is not None and hits:
-            scores = self.reranker.score(query, [f"{h.title}\n{h.text}" for h in hits])
+            scores = self.reranker.score(query, [h.text for h in hits])  # text only, as the reranker was trained
             for h, s in zip(hits, scores):
                 h.score = h.scores["rerank"] = h.scores[self.reranker.name] = float(s)
             hits.sort(key=lambda h: -h.score)

@@ -11,7 +11,9 @@ softmax over each query's group [positive, negatives] with the positive as the t
 cross-entropy, Nogueira & Cho 2019, was tried first: with 1 positive per 3 negatives and a few hundred steps it
 collapsed to predicting the 25% prior for every pair; the group softmax always pushes the positive above its own
 negatives, so it cannot.)
-Documents matching `exclude` (the FAQ pages, our evaluation questions) are never mined.
+Documents matching `exclude` (the FAQ pages, our evaluation questions) are never mined. Passages are chunk text
+without titles: a first version put "document > section heading" on top of each passage, and a heading query then
+matched its positive by string (a shortcut that trained fine and ranked FAQ answers no better than chance).
 
     lmstack rag train-reranker --index=runs/rag/pydocs --out_dir=runs/rag/reranker --steps=200
 
@@ -33,7 +35,7 @@ import torch
 from lmstack.common.log import JsonlLogger, info, progress
 from lmstack.common.signals import interruptible
 from lmstack.rag.bm25 import analyze
-from lmstack.rag.index import Index, embed_text
+from lmstack.rag.index import Index
 from lmstack.rag.reranker import CrossEncoder
 
 SENTENCE = re.compile(r"[^.!?\n]{30,300}[.!?]")
@@ -98,8 +100,8 @@ def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
         hard = [h for h, _ in index.bm25_search(query, 20) if h not in excluded]
         hard = [h for h in hard if (ch := index.get([h])) and (ch[0].path, ch[0].title) != (c.path, c.title)]
         negatives = rng.sample(hard, min(cfg.hard_negatives, len(hard))) + [rng.choice(ids)]
-        texts = [embed_text(x) for x in index.get(negatives) if x.id != c.id]
-        out.append(Example(query, [f"{c.title}\n{positive}", *texts], [1.0] + [0.0] * len(texts)))
+        texts = [x.text for x in index.get(negatives) if x.id != c.id]
+        out.append(Example(query, [positive, *texts], [1.0] + [0.0] * len(texts)))
     return out
 
 
