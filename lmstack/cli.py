@@ -45,7 +45,16 @@ COMMANDS: dict[str, Command] = {
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
     "eval": Command("lmstack.eval.run", "EvalConfig", "main", "score a model on benchmarks (cached, with CIs)"),
     "report": Command("lmstack.eval.report_card", "ReportConfig", "main", "one-page report card of a model"),
+    "reward": Command("lmstack.align.reward", "RewardConfig", "main", "train a reward model on preference pairs"),
+    "dpo": Command("lmstack.align.dpo", "DPOConfig", "main", "preference-tune a model: DPO / cDPO / robust / IPO"),
+    "orpo": Command("lmstack.align.orpo", "ORPOConfig", "main", "SFT + odds-ratio preference tuning in one stage"),
+    "grpo": Command("lmstack.align.grpo", "GRPOConfig", "main", "RL from verifiable rewards with group advantages"),
+    "pipeline": Command("lmstack.align.pipeline", "PipelineConfig", "main", "stages in order (pretrain -> sft -> dpo)"),
     "serve": Command("lmstack.serve.server", "ServeConfig", "main", "OpenAI-compatible server + web chat page"),
+    "rag": Command("lmstack.rag.cli", "RagConfig", "main", "retrieval-augmented QA: index | query | ask | eval"),
+    "rag-train-reranker": Command(
+        "lmstack.rag.train_reranker", "TrainRerankerConfig", "main", "train the cross-encoder on mined pairs"
+    ),
 }
 
 

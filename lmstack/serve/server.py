@@ -281,6 +281,7 @@ def main(cfg: ServeConfig) -> int:
         sock.bind((cfg.host, cfg.port))
     except OSError as e:
         raise ValueError(f"--host={cfg.host} --port={cfg.port}: cannot bind ({e.strerror})") from None
+    sock.listen(2048)  # listening before we say so: a client that reads the line below is never refused
     host, port = sock.getsockname()[:2]
     tokens = engine.num_blocks * cfg.block_size
     info(

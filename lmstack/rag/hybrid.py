@@ -1,0 +1,28 @@
+"""Reciprocal rank fusion (Cormack, Clarke & Büttcher 2009): merge ranked lists without comparing their scores.
+
+    rrf(d) = sum over lists L containing d of  1 / (k + rank_L(d))        (rank from 1, k = 60)
+
+BM25 scores (unbounded) and cosines (in [-1, 1]) are not on one scale; ranks are. A document ranked high by
+either retriever rises; one ranked well by both rises most. k damps the head: with k = 60 rank 1 is worth 1/61
+and rank 10 1/70, so agreement matters more than one list's top spot.
+Left out: weighted RRF, score-normalized fusion (min-max / z-score combSUM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60) -> list[tuple[int, float]]:
+    """Fuse ranked id lists (best first) -> [(id, rrf score)] best first; ties keep first-seen order.
+
+    >>> reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)[0][0]
+    1
+    """
+    if k < 0:
+        raise ValueError(f"rrf k={k} must be >= 0")
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, doc in enumerate(ranking, start=1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: -kv[1])

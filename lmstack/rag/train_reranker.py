@@ -1,0 +1,163 @@
+"""Train the cross-encoder reranker from the MiniLM weights on (question, passage) pairs mined from the collection.
+
+No reranker ships offline, and no labelled pairs do either, so they are mined from the collection itself:
+- heading pairs: a section heading ("Reading and Writing Files") is the query, a chunk of that section the
+  positive passage (headings are how documentation names what a passage is about);
+- inverse cloze pairs (Lee, Chang & Toutanova 2019, ICT): a sentence of a chunk is the query, the chunk without
+  that sentence the positive (the passage must be recognized from its context, not by string match).
+Negatives per query: `hard_negatives` from BM25's top 20 that are not from the query's own section (close in
+words, wrong in topic) and one random chunk. Loss: localized contrastive estimation (Gao, Dai & Callan 2021): a
+softmax over each query's group [positive, negatives] with the positive as the target. (Pointwise binary
+cross-entropy, Nogueira & Cho 2019, was tried first: with 1 positive per 3 negatives and a few hundred steps it
+collapsed to predicting the 25% prior for every pair; the group softmax always pushes the positive above its own
+negatives, so it cannot.)
+Documents matching `exclude` (the FAQ pages, our evaluation questions) are never mined. Passages are chunk text
+without titles: a first version put "document > section heading" on top of each passage, and a heading query then
+matched its positive by string (a shortcut that trained fine and ranked FAQ answers no better than chance).
+
+    lmstack rag train-reranker --index=runs/rag/pydocs --out_dir=runs/rag/reranker --steps=200
+
+AdamW, linear warmup then linear decay, gradient clipping; metrics.jsonl in out_dir; Ctrl-C / SIGTERM saves the
+current weights and exits 130. Left out: exact resume of an interrupted run, LLM-generated queries (doc2query),
+distillation from a bigger reranker.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lmstack.common.log import JsonlLogger, info, progress
+from lmstack.common.signals import interruptible
+from lmstack.rag.bm25 import analyze
+from lmstack.rag.index import Index
+from lmstack.rag.reranker import CrossEncoder
+
+SENTENCE = re.compile(r"[^.!?\n]{30,300}[.!?]")
+
+
+@dataclass
+class TrainRerankerConfig:
+    index: str = ""  # collection directory to mine pairs from (built by `lmstack rag index`)
+    out_dir: str = ""  # where the trained reranker is saved (default: <index>/reranker)
+    init: str = "all-minilm-l6-v2"  # BERT weights to start from
+    exclude: str = "faq/*"  # glob of document paths never mined (keep evaluation questions out)
+    pairs: int = 2000  # queries mined (half headings, half inverse cloze)
+    steps: int = 200  # optimizer steps
+    batch_queries: int = 4  # queries per step; each brings 1 positive + hard_negatives + 1 random passage
+    hard_negatives: int = 2  # BM25 negatives per query
+    max_length: int = 128  # tokens per (query, passage) pair
+    lr: float = 3e-5  # peak learning rate (AdamW)
+    warmup: float = 0.1  # fraction of steps of linear warmup
+    seed: int = 0  # mining and shuffling seed
+    overwrite: bool = False  # replace an existing out_dir
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            raise ValueError("train-reranker needs --index=DIR (a collection built by `lmstack rag index`)")
+        for name in ("pairs", "steps", "batch_queries", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name}={getattr(self, name)} must be positive")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"--lr={self.lr} must be in (0, 1)")
+
+
+@dataclass
+class Example:
+    query: str
+    passages: list[str]  # positive first
+    labels: list[float]
+
+
+def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
+    """Heading and inverse-cloze queries with BM25 hard negatives (see the module docstring)."""
+    rng = random.Random(cfg.seed)
+    excluded = set(index.store.ids_where({"path": cfg.exclude}).tolist()) if cfg.exclude else set()
+    ids = [i for i in index.store.ids_where(None).tolist() if i not in excluded]
+    rng.shuffle(ids)
+    chunks = {c.id: c for c in index.get(ids[: cfg.pairs * 2])}
+    out: list[Example] = []
+    for n, i in enumerate(chunks):
+        if len(out) >= cfg.pairs:
+            break
+        c = chunks[i]
+        heading = c.title.rsplit(" > ", 1)[-1] if " > " in c.title else ""
+        if n % 2 == 0 and len(analyze(heading)) >= 2:
+            query, positive = heading, c.text
+        else:
+            sentences = SENTENCE.findall(c.text)
+            if not sentences:
+                continue
+            s = rng.choice(sentences)
+            query, positive = s.strip(), c.text.replace(s, " ")
+        if not positive.strip():
+            continue
+        hard = [h for h, _ in index.bm25_search(query, 20) if h not in excluded]
+        hard = [h for h in hard if (ch := index.get([h])) and (ch[0].path, ch[0].title) != (c.path, c.title)]
+        negatives = rng.sample(hard, min(cfg.hard_negatives, len(hard))) + [rng.choice(ids)]
+        texts = [x.text for x in index.get(negatives) if x.id != c.id]
+        out.append(Example(query, [positive, *texts], [1.0] + [0.0] * len(texts)))
+    return out
+
+
+def main(cfg: TrainRerankerConfig) -> int:
+    out_dir = Path(cfg.out_dir or Path(cfg.index) / "reranker")
+    if (out_dir / "config.json").exists() and not cfg.overwrite:
+        raise ValueError(f"{out_dir} already holds a reranker; pass --overwrite to replace it")
+    torch.manual_seed(cfg.seed)
+    index = Index.open(cfg.index)
+    info(f"mining {cfg.pairs} query -> passage examples from {cfg.index}")
+    examples = mine(index, cfg)
+    if not examples:
+        raise ValueError(f"{cfg.index}: no examples could be mined (is the collection empty?)")
+    model = CrossEncoder.from_embedder(cfg.init, max_length=cfg.max_length, seed=cfg.seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm)))
+    )
+    log = JsonlLogger(out_dir.parent / f"{out_dir.name}.metrics.jsonl", append=False)
+    rng = random.Random(cfg.seed)
+    step = 0
+    try:
+        with interruptible():
+            for step in progress(range(cfg.steps), desc="train reranker", disable=False):
+                batch = [examples[rng.randrange(len(examples))] for _ in range(cfg.batch_queries)]
+                pairs = [(e.query, p) for e in batch for p in e.passages]
+                logits = model(*model.batch(pairs))
+                groups, start = [], 0
+                for e in batch:  # one softmax per query over [positive, negatives...]
+                    groups.append(torch.log_softmax(logits[start : start + len(e.passages)], 0)[0])
+                    start += len(e.passages)
+                loss = -torch.stack(groups).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                sizes = [len(e.passages) for e in batch]
+                acc = torch.tensor([float(g.argmax() == 0) for g in logits.detach().split(sizes)]).mean()
+                log.log(step=step, loss=loss.item(), acc=acc.item(), lr=sched.get_last_lr()[0])
+    except KeyboardInterrupt:
+        model.save(out_dir)
+        info(f"interrupted at step {step}; weights saved to {out_dir}")
+        return 130
+    model.save(out_dir)
+    info(f"saved the reranker to {out_dir} ({len(examples)} mined examples, {cfg.steps} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    from lmstack.common.config import ConfigError, load_config
+
+    try:
+        sys.exit(main(load_config(TrainRerankerConfig, sys.argv[1:])))
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"lmstack rag train-reranker: error: {e}", file=sys.stderr)
+        sys.exit(2)

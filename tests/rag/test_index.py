@@ -1,0 +1,72 @@
+"""A collection end to end: chunk -> embed -> store + BM25 -> save (atomically) -> open -> retrieve (BM25, dense,
+hybrid), metadata filters, deletes, parent-child contexts, BM25-only collections."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmstack.rag import Index, IndexSettings, Retriever, load_documents
+from lmstack.rag.hybrid import reciprocal_rank_fusion
+
+QUESTION = "How do I read a file line by line?"
+
+
+@pytest.fixture
+def index(folder, minilm, tmp_path) -> Index:
+    ix = Index.create(tmp_path / "ix", IndexSettings(ann="hnsw", chunk_size=40), embedder=minilm)
+    ix.add_documents(load_documents(str(folder)))
+    ix.save()
+    return ix
+
+
+def test_round_trip_and_retrieval_modes(index: Index, minilm) -> None:
+    again = Index.open(index.directory)
+    again._embedder = minilm
+    assert len(again) == len(index) > 4
+    for mode in ("bm25", "dense", "hybrid"):
+        hits = Retriever(again, mode, k=3).retrieve(QUESTION)
+        assert hits[0].path == "tutorial/files.md", (mode, [h.path for h in hits])
+        source = (index.directory.parent / "docs" / hits[0].path).read_text()
+        assert hits[0].text == source[hits[0].start : hits[0].end]  # citations point at exact spans
+        assert mode in hits[0].scores or mode == "hybrid"
+    hybrid = Retriever(again, "hybrid", k=3).retrieve(QUESTION)[0]
+    assert {"bm25", "dense", "rrf"} <= set(hybrid.scores)
+
+
+def test_filters_and_deletes(index: Index, minilm) -> None:
+    r = Retriever(index, "hybrid", k=5)
+    hits = r.retrieve(QUESTION, where={"path": "library/*"})
+    assert hits and all(h.path.startswith("library/") for h in hits)
+    assert index.delete({"path": "tutorial/*"}) > 0
+    assert all(h.path != "tutorial/files.md" for h in r.retrieve(QUESTION))
+    index.save()
+    reopened = Index.open(index.directory)
+    reopened._embedder = minilm
+    assert all(h.path != "tutorial/files.md" for h in Retriever(reopened, "hybrid").retrieve(QUESTION))
+    with pytest.raises(ValueError, match="filter key"):
+        index.store.ids_where({"path; DROP TABLE chunks": 1})
+
+
+def test_parent_child_returns_parent_context(folder, minilm, tmp_path) -> None:
+    settings = IndexSettings(ann="exact", chunker="parent-child", chunk_size=12, chunk_overlap=2, parent_size=80)
+    ix = Index.create(tmp_path / "pc", settings, embedder=minilm)
+    ix.add_documents(load_documents(str(folder)))
+    hit = Retriever(ix, "dense", k=1).retrieve(QUESTION)[0]
+    assert len(hit.context) > len(hit.text) and hit.text in hit.context
+
+
+def test_bm25_only_collection(folder, tmp_path) -> None:
+    ix = Index.create(tmp_path / "bm", IndexSettings(embedder="none"))
+    ix.add_documents(load_documents(str(folder)))
+    ix.save()
+    ix = Index.open(tmp_path / "bm")
+    assert Retriever(ix, "hybrid").retrieve(QUESTION)[0].path == "tutorial/files.md"  # degrades to bm25
+    with pytest.raises(ValueError, match="mode=bm25"):
+        Retriever(ix, "dense").retrieve(QUESTION)
+
+
+def test_rrf_by_hand() -> None:
+    # d1: 1/61 + 1/62; d3: 1/63 + 1/61; d2: 1/62 -> d1 > d3 > d2
+    fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
+    assert [d for d, _ in fused] == [1, 3, 2]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)

@@ -1,0 +1,57 @@
+"""`lmstack rag` from the command line: index a folder, query it, errors name the flag; the eval metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmstack.cli import main as cli
+from lmstack.rag.evaluate import retrieval_metrics, token_f1
+
+
+def test_index_and_query_a_folder(folder, tmp_path, capsys) -> None:
+    out = tmp_path / "coll"
+    assert cli(["rag", "index", str(folder), f"--index={out}", "--embedder=none", "--chunk_size=40"]) == 0
+    assert (out / "index.json").is_file() and (out / "chunks.sqlite").is_file()
+    assert cli(["rag", "index", str(folder), f"--index={out}", "--embedder=none"]) == 2  # refuses to overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli(["rag", "query", "read a file line by line", f"--index={out}", "--k=2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("[1] Reading and Writing Files") and "tutorial/files.md" in printed
+    assert cli(["rag", "query", "event loop", f"--index={out}", "--json", '--where={"path": "web/*"}']) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits and all(h["path"].startswith("web/") for h in hits)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["rag", "fly"], "expected one of"),
+        (["rag", "ask"], "give the text"),
+        (["rag", "query", "x", "--mode=sparse"], "--mode"),
+        (["rag", "query", "x", "--where=path=faq"], "--where"),
+        (["rag", "query", "x", "--index=/nonexistent/coll"], "no collection"),
+    ],
+)
+def test_errors_name_the_problem(argv, message, capsys) -> None:
+    assert cli(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_metrics_by_hand() -> None:
+    m = retrieval_metrics([1, 3, None, 12])
+    assert m["recall@1"] == 0.25 and m["recall@5"] == 0.5 and m["recall@10"] == 0.5
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 3) / 4)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / 2) / 4)  # 1/log2(2) + 1/log2(4)
+    assert token_f1("The cat sat [1].", "a cat sat down") == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+
+
+def test_evaluation_sets_from_shipped_data() -> None:
+    from lmstack.rag.eval_sets import faq_pairs, squad_items
+
+    faq = faq_pairs()
+    assert len(faq) >= 170 and all(it.question.endswith("?") and it.passage for it in faq)
+    assert any(it.question == "How do I read (or write) binary data?" for it in faq)
+    squad = squad_items()
+    assert len(squad) == 300 and sum(it.answerable for it in squad) == 150
