@@ -13,9 +13,9 @@ Each step generates (greedy) until the model would write "Observation:" itself, 
 `finish[...]`, when the model writes no action (then the last number it wrote is its answer), or after `max_steps`.
 Questions are processed as a batch: every step generates for all questions still running.
 
-Tools are plain functions str -> str. `calculator` (calculator.py) is always there; a retrieval tool
-(`search[query]`) is passed in by the caller: the RAG stage's retriever will plug in here once it is on main (the
-tool dict is the interface). Left out: JSON function-calling formats, parallel tool calls.
+Tools are plain functions str -> str. `calculator` (calculator.py) is always there; `retrieval_tool` turns a RAG
+retriever (`lmstack.rag.Retriever` over an index built with `lmstack rag index`) into `search[query]`, whose
+observation is the top passages' text. Left out: JSON function-calling formats, parallel tool calls.
 """
 
 from __future__ import annotations
@@ -49,6 +49,16 @@ Thought: I have the answer.
 Action: finish[87]
 """
 _ACTION = re.compile(r"Action:\s*(\w+)\s*\[(.*?)\]", re.S)
+
+
+def retrieval_tool(retriever: Any, k: int = 2, max_chars: int = 400) -> Tool:
+    """`search[query]` over a `lmstack.rag.Retriever`: the top-k chunks, each cut to `max_chars`, joined."""
+
+    def search(query: str) -> str:
+        hits = retriever.retrieve(query, k=k)
+        return " | ".join(h.text.strip().replace("\n", " ")[:max_chars] for h in hits) or "no results"
+
+    return search
 
 
 def parse_action(text: str) -> tuple[str, str] | None:

@@ -84,3 +84,19 @@ def test_calculator(expr: str, want: str) -> None:
 @pytest.mark.parametrize("expr", ["__import__('os').system('ls')", "x + 1", "9 ** 9 ** 9", "1 / 0", "'a' * 3", ""])
 def test_calculator_refuses_everything_else(expr: str) -> None:
     assert calculate(expr).startswith("error:")
+
+
+def test_react_searches_a_rag_index(tmp_path, monkeypatch) -> None:
+    from lmstack.eval.react import retrieval_tool
+    from lmstack.rag import Document, Index, IndexSettings, Retriever
+
+    index = Index.create(tmp_path / "idx", IndexSettings(embedder="none"))  # BM25 only: no embedding model
+    index.add_documents([Document("a.txt", "Paris", "The capital of France is Paris, on the Seine."),
+                         Document("b.txt", "Lima", "Lima is the capital of Peru.")])  # fmt: skip
+    index.save()
+    search = retrieval_tool(Retriever(Index.open(tmp_path / "idx"), mode="bm25", k=1), k=1)
+    assert "Paris" in search("capital of France") and "Lima" not in search("capital of France")
+    outs = iter([[" Look it up.\nAction: search[capital of France]"], [" Found it.\nAction: finish[Paris]"]])
+    monkeypatch.setattr(react_mod, "generate_texts", lambda m, t, prompts, p, b: next(outs)[: len(prompts)])
+    (a,) = react(None, None, ["What is the capital of France?"], tools={"search": search})
+    assert a.answer == "Paris" and any("Seine" in s for s in a.steps)
