@@ -1,11 +1,11 @@
 """Benchmark: what prompting techniques buy (or cost) a 135M model, on the same held-out problems.
 
-Programs (lmstack/eval/prompting.py, react.py): direct answering, 3-shot, 3-shot chain-of-thought, self-consistency
-(k samples of the chain-of-thought prompt, majority vote) and ReAct with a calculator (these problems need no
-retrieval; `react.retrieval_tool` adds a RAG search). Problems: reasoning-gym `basic_arithmetic` and
-`gsm_symbolic`, seed 1234 (test) and 99 (examples), scored by the generators' exact scorers. Also reported: self-consistency agreement as an uncertainty score
-(AUROC for wrong answers, hallucination.py), and LLM-as-judge (judge.py) agreement with ground truth on pairs
-(correct answer, wrong answer) in both orders.
+Programs (lmstack/eval/prompting.py, react.py): direct answering, 3-shot, 3-shot chain-of-thought,
+self-consistency (k samples of the chain-of-thought prompt, majority vote) and ReAct with a calculator (these
+problems need no retrieval; `react.retrieval_tool` adds a RAG search). Problems: reasoning-gym `basic_arithmetic`
+and `gsm_symbolic`, seed 1234 (test) and 99 (examples), scored by the generators' exact scorers. Also reported:
+self-consistency agreement as an uncertainty score (AUROC for wrong answers, hallucination.py), and LLM-as-judge
+(judge.py) agreement with ground truth on pairs (correct answer, wrong answer) in both orders.
 Run: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/prompting.py [--n=40] [--k=5]`; writes the "prompting"
 section of docs/benchmarks.md. SmolLM2-135M on a shared 2-core CPU: tens of minutes.
 """
