@@ -310,13 +310,6 @@ def main(cfg: DPOConfig) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import ConfigError, format_help, load_config
+    from lmstack.cli import main as cli_main
 
-    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
-        print(format_help(DPOConfig, "python -m lmstack.align.dpo", __doc__.split("\n\n")[0]))
-        sys.exit(0)
-    try:
-        config = load_config(DPOConfig, sys.argv[1:])
-    except (ConfigError, FileNotFoundError) as err:
-        sys.exit(f"dpo: error: {err}")
-    sys.exit(main(config))
+    sys.exit(cli_main(["dpo", *sys.argv[1:]]))

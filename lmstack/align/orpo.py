@@ -237,13 +237,6 @@ def main(cfg: ORPOConfig) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import ConfigError, format_help, load_config
+    from lmstack.cli import main as cli_main
 
-    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
-        print(format_help(ORPOConfig, "python -m lmstack.align.orpo", __doc__.split("\n\n")[0]))
-        sys.exit(0)
-    try:
-        config = load_config(ORPOConfig, sys.argv[1:])
-    except (ConfigError, FileNotFoundError) as err:
-        sys.exit(f"orpo: error: {err}")
-    sys.exit(main(config))
+    sys.exit(cli_main(["orpo", *sys.argv[1:]]))

@@ -274,10 +274,8 @@ def main(cfg: CorpusConfig) -> int:
 
 
 if __name__ == "__main__":
-    from lmstack.common.config import ConfigError, load_config
+    import sys
 
-    try:
-        sys.exit(main(load_config(CorpusConfig, sys.argv[1:])))
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"lmstack corpus: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from lmstack.cli import main as cli_main
+
+    sys.exit(cli_main(["corpus", *sys.argv[1:]]))

@@ -111,10 +111,8 @@ def main(cfg: PrepareConfig) -> int:
 
 
 if __name__ == "__main__":
-    from lmstack.common.config import ConfigError, load_config
+    import sys
 
-    try:
-        sys.exit(main(load_config(PrepareConfig, sys.argv[1:])))
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"lmstack prepare-data: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from lmstack.cli import main as cli_main
+
+    sys.exit(cli_main(["prepare-data", *sys.argv[1:]]))

@@ -57,8 +57,9 @@ class Source:
         return f"{self.package}-{self.version}"
 
 
-class FetchError(RuntimeError):
-    """A source could not be fetched; the message says which command to run or what to install."""
+class FetchError(OSError):
+    """A source could not be fetched (the environment, not the input: the CLI prints it as one line, exit 1);
+    the message says which command to run or what to install."""
 
 
 def sha256_file(path: Path) -> str:

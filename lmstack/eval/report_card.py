@@ -354,6 +354,6 @@ def main(cfg: ReportConfig) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import load_config
+    from lmstack.cli import main as cli_main
 
-    sys.exit(main(load_config(ReportConfig)))
+    sys.exit(cli_main(["report", *sys.argv[1:]]))

@@ -230,6 +230,6 @@ def main(cfg: EvalConfig) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import load_config
+    from lmstack.cli import main as cli_main
 
-    sys.exit(main(load_config(EvalConfig)))
+    sys.exit(cli_main(["eval", *sys.argv[1:]]))

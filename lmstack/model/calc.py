@@ -289,6 +289,6 @@ def main(cfg: CalcConfig) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import load_config
+    from lmstack.cli import main as cli_main
 
-    sys.exit(main(load_config(CalcConfig)))
+    sys.exit(cli_main(["calc", *sys.argv[1:]]))

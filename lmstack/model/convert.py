@@ -87,6 +87,6 @@ def main(cfg: ConvertConfig) -> int | None:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import load_config
+    from lmstack.cli import main as cli_main
 
-    sys.exit(main(load_config(ConvertConfig)) or 0)
+    sys.exit(cli_main(["convert", *sys.argv[1:]]))

@@ -151,6 +151,6 @@ def main(cfg: ModelsConfig) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import load_config
+    from lmstack.cli import main as cli_main
 
-    sys.exit(main(load_config(ModelsConfig)))
+    sys.exit(cli_main(["models", *sys.argv[1:]]))

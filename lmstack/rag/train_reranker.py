@@ -154,10 +154,8 @@ def main(cfg: TrainRerankerConfig) -> int:
 
 
 if __name__ == "__main__":
-    from lmstack.common.config import ConfigError, load_config
+    import sys
 
-    try:
-        sys.exit(main(load_config(TrainRerankerConfig, sys.argv[1:])))
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"lmstack rag train-reranker: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from lmstack.cli import main as cli_main
+
+    sys.exit(cli_main(["rag-train-reranker", *sys.argv[1:]]))
