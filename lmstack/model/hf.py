@@ -7,7 +7,8 @@ names, generation_config.json and, if a tokenizer was given, its files. Architec
 `"model_type": "lmstack"`, our field names in config.json and our tensor names. Weights are read only from
 safetensors; a pickle-only checkpoint (`pytorch_model.bin`) is refused with an explanation.
 Follows the name layouts of `transformers`' modeling_gpt2/llama/mistral/qwen2/mixtral (tables in hf_names.py).
-Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, HF quantized checkpoints.
+Quantized checkpoints (config.json with a GPTQ `quantization_config`) are rebuilt by `lmstack.quant.checkpoint`.
+Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, other HF quantization formats.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
     cfg = model.config
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if cfg.tie_embeddings:
-        expected.pop("lm_head.weight")
+        expected.pop("lm_head.weight", None)  # absent when a quantized model keeps its own quantized head
     if family == "gpt2":  # hub GPT-2 files omit the "transformer." prefix; q/k/v come fused
         tensors = {
             (k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in tensors.items()
@@ -354,6 +355,10 @@ def load_hf_dir(
     if dtype is not None:
         cfg.dtype = dtype if isinstance(dtype, str) else {v: k for k, v in DTYPES.items()}[dtype]
     tensors = read_safetensors(directory)
+    if "quantization_config" in hf:  # a quantized checkpoint (GPTQ layout): lmstack.quant rebuilds its layers
+        from lmstack.quant.checkpoint import load_quantized
+
+        return load_quantized(hf, cfg, tensors, device)
     model = Transformer.without_init(cfg, device)
     sd = state_dict_from_hf(tensors, hf["model_type"], model)
     model.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in sd.items()}, strict=not cfg.tie_embeddings)
