@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from lmstack.generate.decode import GenerationStats, check_prompts, eos_ids_of, left_pad
-from lmstack.generate.kv_cache import ContiguousKVCache
+from lmstack.generate.kv_cache import new_cache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline
 from lmstack.model.causal_lm import CausalLM
@@ -99,7 +99,7 @@ def beam_search(
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     C = max(2, 1 + len(eos)) * K
     ids, pos = left_pad(prompts, device)
-    cache = ContiguousKVCache.for_model(model, B, max_len=ids.shape[1] + T_new)
+    cache = new_cache(model, B, ids.shape[1] + T_new, params.kv_cache_dtype)
     logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V) prefill once per prompt
     stats.forwards += 1
     rows = torch.arange(B, device=device).repeat_interleave(K)  # every beam starts from its prompt's prefill

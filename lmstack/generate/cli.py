@@ -56,6 +56,7 @@ class GenerateConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
     print_stats: bool = False  # print token counts, tokens/s and acceptance to stderr
+    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | int8 (KV cache with per-head scales, ~4x smaller)
     compile: bool = False  # torch.compile the model (dynamic shapes): leaner decode steps after a one-off compile
 
     def __post_init__(self) -> None:
@@ -89,6 +90,7 @@ class GenerateConfig:
             choices=list(self.choices) or None,
             num_draft_tokens=self.num_draft_tokens,
             prompt_lookup=self.prompt_lookup,
+            kv_cache_dtype=self.kv_cache_dtype,
             **extra,
         )
 

@@ -41,7 +41,9 @@ class QuantizeConfig:
     out_dir: str = ""  # output directory (an HF model directory with quantized weights); required
     method: str = "rtn"  # rtn | gptq | awq
     bits: int = 4  # 4 | 8
-    group_size: int = 0  # input columns per scale: 32 | 64 | 128 | ... | -1 (per output channel); 0 = 128 (4-bit), -1 (8-bit)
+    # input columns sharing a scale: 32 | 64 | 128 | ... | -1 (one per output row); 0 = auto: -1 for 8 bits, for 4
+    # bits the largest of 128 / 64 / 32 that divides every quantized layer's input width
+    group_size: int = 0
     sym: bool = True  # symmetric grid (fixed zero point); false = a zero point per group
     head: bool = True  # quantize the LM head too (a tied embedding table stays in --dtype)
     act_order: bool = False  # gptq: quantize columns by decreasing Hessian diagonal (GPTQ's desc_act)
@@ -63,9 +65,7 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"--method={self.method!r}: expected one of {', '.join(METHODS)}")
-        if self.group_size == 0:
-            self.group_size = 128 if self.bits == 4 else -1
-        QuantSpec(self.bits, self.group_size, self.sym)  # validates bits and group size, naming the flag
+        QuantSpec(self.bits, self.group_size or -1, self.sym)  # validates bits and group size, naming the flag
         if self.dtype not in ("bfloat16", "float32", "float16"):
             raise ValueError(f"--dtype={self.dtype!r}: expected bfloat16, float32 or float16")
         for name in ("calib_samples", "calib_seq_len", "batch_size"):
@@ -79,6 +79,14 @@ class QuantizeConfig:
     @property
     def spec(self) -> QuantSpec:
         return QuantSpec(self.bits, self.group_size, self.sym)
+
+
+def pick_group_size(bits: int, widths: set[int]) -> int:
+    """The default group size: per channel (-1) for 8 bits; for 4 bits the largest of 128 / 64 / 32 dividing every
+    width (SmolLM2's 576 = 4.5 x 128 takes 64), else per channel."""
+    if bits == 8:
+        return -1
+    return next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), -1)
 
 
 def quantize_block(cfg: QuantizeConfig, block: torch.nn.Module, batches: list, prefix: str) -> dict[str, Any]:
@@ -214,7 +222,9 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         raise ValueError(f"--model {cfg.model} is already quantized; quantize its float original instead")
     before = heldout_ppl(model, tok, cfg)
     names = quantizable_linears(model, head=cfg.head)
-    for name in names:  # group sizes must divide every input width: fail before any slow work
+    widths = {model.get_submodule(n).in_features for n in names}
+    cfg.group_size = cfg.group_size or pick_group_size(cfg.bits, widths)
+    for name in names:  # the group size must divide every input width: fail before any slow work
         cfg.spec.groups(model.get_submodule(name).in_features, where=name)
     if cfg.head:
         untie_head(model)

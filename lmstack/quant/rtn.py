@@ -49,9 +49,11 @@ class QuantSpec:
         if self.group_size == -1:
             return 1
         if in_features % self.group_size:
+            fits = [g for g in (32, 64, 128, 256) if in_features % g == 0]
             raise ValueError(
-                f"{where}: in_features={in_features} is not divisible by --group_size={self.group_size}; "
-                "pick a group size that divides every quantized layer's input width (or -1 for per channel)"
+                f"{where}: in_features={in_features} is not divisible by --group_size={self.group_size}; pick a "
+                f"group size that divides every quantized layer's input width ({', '.join(map(str, fits)) or 'none'}"
+                " of 32/64/128/256 divide this one) or -1 for one group per row"
             )
         return in_features // self.group_size
 
