@@ -34,7 +34,9 @@ COMMANDS: dict[str, Command] = {
     "pretrain": Command("lmstack.train.pretrain", "PretrainConfig", "main", "pretrain a transformer on token shards"),
     "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
-    "quantize": Command("lmstack.quant.quantize", "QuantizeConfig", "main", "quantize a model: RTN / GPTQ / AWQ, 4 or 8 bits"),
+    "quantize": Command(
+        "lmstack.quant.quantize", "QuantizeConfig", "main", "quantize a model: RTN / GPTQ / AWQ, 4 or 8 bits"
+    ),
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
 }

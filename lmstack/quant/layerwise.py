@@ -69,7 +69,7 @@ class LayerStats:
 
 def output_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> float:
     """Mean squared output error per token, ||X w^T - X w_hat^T||^2 / n = tr(dW H dW^T), for w, w_hat (N, K)."""
-    dw = (w.float() - w_hat.float()).double()
+    dw = (w.detach().float() - w_hat.detach().float()).double()
     return float(((dw @ hessian.double()) * dw).sum())
 
 

@@ -261,7 +261,9 @@ def main(cfg: QuantizeConfig) -> int:
     report = quantize(cfg)
     if report.get("interrupted"):
         return 130
-    line = f"{cfg.out_dir}: {report['layers']} layers quantized ({cfg.method}, int{cfg.bits}) in {report['quantize_s']} s"
+    line = (
+        f"{cfg.out_dir}: {report['layers']} layers quantized ({cfg.method}, int{cfg.bits}) in {report['quantize_s']} s"
+    )
     if report["ppl_before"] and report["ppl_after"]:
         b, a = report["ppl_before"]["ppl"], report["ppl_after"]["ppl"]
         line += f"; held-out perplexity {b:.3f} -> {a:.3f} ({100 * (a / b - 1):+.1f}%)"
