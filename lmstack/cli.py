@@ -27,7 +27,9 @@ COMMANDS: dict[str, Command] = {
         "lmstack.data.train_tokenizer", "TrainTokenizerConfig", "main", "train a BPE tokenizer on a corpus"
     ),
     "tokenize": Command("lmstack.tokenizer.commands", "TokenizeConfig", "tokenize", "show a text's pieces and ids"),
-    "convert": Command("lmstack.model.convert", "ConvertConfig", "main", "convert HF dir / GGUF file <-> HF dir"),
+    "convert": Command(
+        "lmstack.quant.convert", "ConvertConfig", "main", "convert between HF dirs, GGUF files and quantized dirs"
+    ),
     "models": Command("lmstack.model.local_models", "ModelsConfig", "main", "list models available offline"),
     "calc": Command("lmstack.model.calc", "CalcConfig", "main", "parameters, FLOPs, memory and KV-cache sizes"),
     "prepare-data": Command("lmstack.data.prepare", "PrepareConfig", "main", "dedup + tokenize a corpus into shards"),
