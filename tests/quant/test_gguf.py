@@ -91,7 +91,7 @@ def _dequantized_reference(model: Transformer, kind: str) -> Transformer:
     ref = tiny_llama()
     ref.load_state_dict(model.state_dict())
     with torch.no_grad():
-        for name, p in ref.named_parameters():
+        for p in ref.parameters():
             if p.dim() == 2 and kind != "f32":
                 x = p.numpy()
                 back = (x.astype(np.float16).astype(np.float32) if kind == "f16"
