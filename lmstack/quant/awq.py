@@ -131,6 +131,7 @@ def scale_stage(
     scaled.n = stats.n
     scaled.xtx = stats.xtx / (s.double()[:, None] * s.double()[None, :])
     scaled.abs_sum = stats.abs_sum / s.double()
+    scaled.abs_max = stats.abs_max / s
     return scaled
 
 

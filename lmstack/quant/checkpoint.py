@@ -9,7 +9,8 @@ tokenizer files) in which every quantized linear `<name>` is stored as four tens
     <name>.g_idx    (K,) int32              group of each input column (act-order permutes it)
     <name>.bias     (N,)                    unchanged, if the layer has one
 
-and config.json carries the `transformers` GPTQConfig fields:
+and config.json carries the `transformers` GPTQConfig fields (`meta.act_quant = "int8-per-token"` marks a
+SmoothQuant W8A8 model, whose activations are quantized at run time too):
 
     "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": true,
                             "desc_act": false, "checkpoint_format": "gptq", "lm_head": true,
@@ -140,7 +141,9 @@ def load_quantized(
     hf: dict[str, Any], cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu"
 ) -> Transformer:
     """Build a Transformer whose quantized linears are `QuantLinear`s from a GPTQ-layout checkpoint."""
-    spec = spec_from_config(hf["quantization_config"], "config.json")
+    qc = hf["quantization_config"]
+    spec = spec_from_config(qc, "config.json")
+    act_quant = (qc.get("meta") or {}).get("act_quant") == "int8-per-token"  # SmoothQuant W8A8
     family = hf["model_type"]
     kernel = "auto" if torch.device(device).type == "cpu" else "dequant"  # the fused kernels are CPU kernels
     with torch.device("meta"):
@@ -164,7 +167,7 @@ def load_quantized(
             raise ValueError(f"quantized layer {prefix}: {e}") from None
         qw = QuantizedWeight(q, scales, zeros, g_idx, spec)
         bias = torch.zeros(layer.out_features) if layer.bias is not None else None  # filled with the rest below
-        replace_linear(model, name, QuantLinear(qw, bias, kernel=kernel).to(device))
+        replace_linear(model, name, QuantLinear(qw, bias, kernel=kernel, act_quant=act_quant).to(device))
     for module in model.modules():  # materialise everything that is still on the meta device
         if not isinstance(module, QuantLinear):
             module.to_empty(device=device, recurse=False)

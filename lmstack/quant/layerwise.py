@@ -44,16 +44,19 @@ class LayerStats:
     K: int
     xtx: torch.Tensor = field(init=False)  # (K, K) sum of x x^T, float64 (float32 would lose digits over 100k tokens)
     abs_sum: torch.Tensor = field(init=False)  # (K,) sum of |x| per channel (AWQ's activation salience)
+    abs_max: torch.Tensor = field(init=False)  # (K,) max |x| per channel (SmoothQuant's activation range)
     n: int = 0
 
     def __post_init__(self) -> None:
         self.xtx = torch.zeros(self.K, self.K, dtype=torch.float64)
         self.abs_sum = torch.zeros(self.K, dtype=torch.float64)
+        self.abs_max = torch.zeros(self.K)
 
     def add(self, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, self.K).float()  # (M, K)
         self.xtx += (x.t() @ x).double()  # each batch's product in fp32, the running sum in fp64
         self.abs_sum += x.abs().sum(0).double()
+        self.abs_max = torch.maximum(self.abs_max, x.abs().amax(0))
         self.n += x.shape[0]
 
     @property

@@ -4,7 +4,8 @@
     lmstack generate "The capital of France is" --model runs/smol-gptq4
 
 Methods: `rtn` (round to nearest, no data), `gptq` (Hessian-guided error compensation, `gptq.py`), `awq`
-(activation-aware scales + clipping, `awq.py`) and `nf4` (QLoRA's 4-bit NormalFloat, `nf4.py`, when present).
+(activation-aware scales + clipping, `awq.py`) and `smoothquant` (W8A8: smoothed int8 weights, int8 activations
+per token, `smoothquant.py`).
 GPTQ and AWQ calibrate block by block (`layerwise.py`) on `--calib_samples` windows of `--calib_seq_len` tokens
 from `--calib` (a corpus name or your own .txt/.md/.jsonl files). The output directory holds the GPTQ tensor
 layout (`checkpoint.py`) plus `quantize.json` (resolved config, timings, held-out perplexity before / after).
@@ -32,15 +33,15 @@ from lmstack.common.log import info, progress
 from lmstack.common.signals import interruptible
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec
 
-METHODS = ("rtn", "gptq", "awq")
+METHODS = ("rtn", "gptq", "awq", "smoothquant")
 
 
 @dataclass
 class QuantizeConfig:
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
     out_dir: str = ""  # output directory (an HF model directory with quantized weights); required
-    method: str = "rtn"  # rtn | gptq | awq
-    bits: int = 4  # 4 | 8
+    method: str = "rtn"  # rtn | gptq | awq | smoothquant (W8A8: int8 weights and per-token int8 activations)
+    bits: int = 0  # 4 | 8; 0 = 4, or 8 for smoothquant
     # input columns sharing a scale: 32 | 64 | 128 | ... | -1 (one per output row); 0 = auto: -1 for 8 bits, for 4
     # bits the largest of 128 / 64 / 32 that divides every quantized layer's input width
     group_size: int = 0
@@ -49,6 +50,7 @@ class QuantizeConfig:
     act_order: bool = False  # gptq: quantize columns by decreasing Hessian diagonal (GPTQ's desc_act)
     damp: float = 0.01  # gptq: dampening added to the Hessian diagonal, as a fraction of its mean
     true_sequential: bool = True  # gptq: calibrate o / gate-up / down on the outputs of the already quantized stages
+    alpha: float = 0.5  # smoothquant: migration strength, s = max|x|^alpha / max|w|^(1 - alpha)
     calib: str = "gutenberg"  # calibration text: a corpus name (`lmstack corpus list`) or comma-separated files
     calib_samples: int = 128  # calibration windows
     calib_seq_len: int = 256  # tokens per calibration window
@@ -65,7 +67,15 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"--method={self.method!r}: expected one of {', '.join(METHODS)}")
+        self.bits = self.bits or (8 if self.method == "smoothquant" else 4)
         QuantSpec(self.bits, self.group_size or -1, self.sym)  # validates bits and group size, naming the flag
+        if self.method == "smoothquant" and (self.bits, self.group_size, self.sym) not in ((8, 0, True), (8, -1, True)):
+            raise ValueError(
+                "--method smoothquant quantizes to symmetric per-channel int8: use --bits 8 "
+                f"--group_size -1 --sym true (got {self.bits}, {self.group_size}, {self.sym})"
+            )
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"--alpha={self.alpha}: expected in [0, 1]")
         if self.dtype not in ("bfloat16", "float32", "float16"):
             raise ValueError(f"--dtype={self.dtype!r}: expected bfloat16, float32 or float16")
         for name in ("calib_samples", "calib_seq_len", "batch_size"):
@@ -95,6 +105,10 @@ def quantize_block(cfg: QuantizeConfig, block: torch.nn.Module, batches: list, p
         from lmstack.quant.gptq import gptq_block
 
         return gptq_block(block, batches, cfg.spec, prefix, cfg.damp, cfg.act_order, cfg.true_sequential)
+    if cfg.method == "smoothquant":
+        from lmstack.quant.smoothquant import smoothquant_block
+
+        return smoothquant_block(block, batches, prefix, cfg.alpha)
     from lmstack.quant.awq import awq_block
 
     return awq_block(block, batches, cfg.spec, prefix)
@@ -109,10 +123,16 @@ def quantize_head(cfg: QuantizeConfig, model: torch.nn.Module, batches: list) ->
         from lmstack.quant.gptq import gptq_quantize
 
         return gptq_quantize(model.lm_head.weight, stats.hessian, cfg.spec, cfg.damp, cfg.act_order, where="lm_head")
+    pre_norm = not isinstance(model.norm, torch.nn.Identity)
+    target = (model.norm, "norm") if pre_norm else None
+    if cfg.method == "smoothquant":
+        from lmstack.quant.smoothquant import quantize_weight, smooth_stage
+
+        smooth_stage([model.lm_head], stats, target, cfg.alpha)
+        return quantize_weight(model.lm_head, "lm_head")
     from lmstack.quant.awq import quantize_layer, scale_stage
 
-    pre_norm = not isinstance(model.norm, torch.nn.Identity)
-    stats = scale_stage([model.lm_head], stats, (model.norm, "norm") if pre_norm else None, cfg.spec)
+    stats = scale_stage([model.lm_head], stats, target, cfg.spec)
     return quantize_layer(model.lm_head, stats, cfg.spec, "lm_head")
 
 
@@ -160,8 +180,8 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
     if not (d / "state.json").is_file():
         raise FileNotFoundError(f"--resume: no partial state at {d} (it is written when a run is interrupted)")
     state = json.loads((d / "state.json").read_text())
-    same = ("model", "method", "bits", "group_size", "sym", "head", "act_order", "damp", "true_sequential", "calib",
-            "calib_samples", "calib_seq_len", "batch_size", "seed")  # fmt: skip
+    same = ("model", "method", "bits", "group_size", "sym", "head", "act_order", "damp", "true_sequential", "alpha",
+            "calib", "calib_samples", "calib_seq_len", "batch_size", "seed")  # fmt: skip
     changed = [k for k in same if state["config"].get(k) != getattr(cfg, k)]
     if changed:
         raise ValueError(f"--resume: {d} was made with different {', '.join('--' + k for k in changed)}")
@@ -246,8 +266,11 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
 
     meta = {"method": cfg.method, "act_order": cfg.act_order, "damp": cfg.damp, "calib": cfg.calib,
             "calib_samples": cfg.calib_samples, "calib_seq_len": cfg.calib_seq_len}  # fmt: skip
+    act_quant = cfg.method == "smoothquant"
+    if act_quant:
+        meta.update(act_quant="int8-per-token", alpha=cfg.alpha)
     save_quantized(model, qweights, out, tokenizer=tok, meta=meta, dtype=cfg.dtype)
-    apply_quantized(model, qweights)
+    apply_quantized(model, qweights, act_quant=act_quant)
     after = heldout_ppl(model, tok, cfg)
     report = {"config": config_to_dict(cfg), "quantize_s": round(quant_s, 2), "layers": len(qweights),
               "ppl_before": before, "ppl_after": after}  # fmt: skip

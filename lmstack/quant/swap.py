@@ -32,12 +32,15 @@ def untie_head(model: nn.Module) -> None:
         model.lm_head.weight = nn.Parameter(model.embed.weight.detach().clone(), requires_grad=False)
 
 
-def apply_quantized(model: nn.Module, qweights: dict[str, QuantizedWeight], kernel: str = "auto") -> nn.Module:
+def apply_quantized(
+    model: nn.Module, qweights: dict[str, QuantizedWeight], kernel: str = "auto", act_quant: bool = False
+) -> nn.Module:
     """Replace each named nn.Linear by a `QuantLinear` built from its `QuantizedWeight` (in place)."""
     for name, qw in qweights.items():
         layer = model.get_submodule(name)
         assert isinstance(layer, nn.Linear), f"{name} is {type(layer).__name__}, expected nn.Linear"
-        replace_linear(model, name, QuantLinear(qw, layer.bias, kernel=kernel).to(layer.weight.device))
+        ql = QuantLinear(qw, layer.bias, kernel=kernel, act_quant=act_quant)
+        replace_linear(model, name, ql.to(layer.weight.device))
     return model
 
 
