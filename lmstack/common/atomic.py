@@ -1,8 +1,11 @@
 """Atomic writes: a crash leaves the previous file or directory intact, never a half-written one.
 
 Files: write to a temp file in the same directory, fsync, `os.replace` (atomic on POSIX).
-Directories: build everything in `<name>.tmp-<pid>`, then swap it in with renames; the old directory is
-removed only after the new one is in place.
+Directories the program owns entirely (a training checkpoint): build everything in `.<name>.tmp-*`, then swap it
+in with renames; the old directory is removed only after the new one is in place (`atomic_dir`).
+Directories a user may share with other files (an exported model): `atomic_files` builds the new files in a temp
+directory, then moves each one into place (each replace atomic), touching no other file: a crash mid-save leaves
+every file either old or new, and never a half-written one; files the save does not write are never removed.
 """
 
 from __future__ import annotations
@@ -63,3 +66,33 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_files(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temp directory; on normal exit its files replace same-named files in `path`.
+
+    A missing `path` is created by one rename (all files appear together). An existing one (even `.`) keeps
+    every file the save does not write; the temp directory lives inside it and is always removed.
+
+    >>> with atomic_files("out/model") as tmp:
+    ...     (tmp / "config.json").write_text("{}")
+    """
+    path = Path(path)
+    if not path.exists():
+        with atomic_dir(path) as tmp:
+            yield tmp
+        return
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a directory")
+    tmp = Path(tempfile.mkdtemp(dir=path, prefix=".lmstack-save.tmp-"))
+    try:
+        yield tmp
+        for f in sorted(tmp.iterdir()):
+            assert f.is_file(), f"atomic_files handles flat directories; {f} is not a file"
+            umask = os.umask(0)  # mkstemp-style 0600 files get the permissions a plain open() would give
+            os.umask(umask)
+            os.chmod(f, 0o666 & ~umask)
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

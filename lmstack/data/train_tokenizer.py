@@ -23,7 +23,7 @@ from lmstack.common.config import config_to_dict
 from lmstack.common.log import JsonlLogger, info
 from lmstack.data.corpus import load_corpus, load_files
 from lmstack.tokenizer import Tokenizer
-from lmstack.tokenizer.patterns import NAMED
+from lmstack.tokenizer.patterns import resolve_stages
 from lmstack.tokenizer.stats import compression, pieces_line
 
 SAMPLE = "Shall I compare thee to a summer's day? In 2026, 1234567 tokens cost $3.50 — naïve café, 東京."
@@ -34,7 +34,7 @@ class TrainTokenizerConfig:
     corpus: str = "shakespeare"  # named corpus (see `lmstack corpus list`); ignored when --input is given
     input: list[str] = field(default_factory=list)  # your own .txt/.md/.jsonl files or directories
     vocab_size: int = 4096  # total tokens: 256 bytes + merges + special tokens
-    pattern: str = "gpt4"  # pre-tokenization regex: gpt2, gpt4, o200k, smollm, or a custom regex
+    pattern: str = "gpt4"  # pre-tokenization: gpt2, gpt4, o200k, smollm, or a custom "regex:<pattern>"
     # special tokens appended after the merges (ChatML by default)
     special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     out_dir: str = "runs/tokenizer"  # where the tokenizer and its stats are written
@@ -51,6 +51,10 @@ class TrainTokenizerConfig:
             raise ValueError("--out_dir: needed to save the tokenizer")
         if len(set(self.special_tokens)) != len(self.special_tokens):
             raise ValueError(f"--special_tokens: duplicates in {self.special_tokens}")
+        try:
+            resolve_stages(self.pattern)  # a typo'd name is an error, not a literal regex
+        except ValueError as e:
+            raise ValueError(f"--pattern: {e}") from None
 
 
 def _texts(cfg: TrainTokenizerConfig) -> tuple[list[str], list[str], str]:
@@ -68,7 +72,7 @@ def _train_or_reuse(cfg: TrainTokenizerConfig, train: list[str], out: Path, log:
     if (out / "tokenizer.json").is_file() and saved.is_file() and json.loads(saved.read_text()) == resolved:
         info(f"reusing the tokenizer already trained with this config in {out} (delete it to retrain)")
         return Tokenizer.load(out)
-    pattern = NAMED.get(cfg.pattern, cfg.pattern)
+    pattern = cfg.pattern
     start = time.perf_counter()
     tok = Tokenizer.train(train, cfg.vocab_size, pattern, cfg.special_tokens)
     seconds = time.perf_counter() - start

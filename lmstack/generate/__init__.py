@@ -7,13 +7,14 @@ See docs/generate.md for each strategy, when to use it, and the benchmarks.
 """
 
 from lmstack.generate.api import generate, generate_text, stream_generate
-from lmstack.generate.decode import GenerationStats, StreamEvent
+from lmstack.generate.decode import GenerationStats, IncompleteOutputError, StreamEvent
 from lmstack.generate.kv_cache import ContiguousKVCache
 from lmstack.generate.params import SamplingParams
 
 __all__ = [
     "ContiguousKVCache",
     "GenerationStats",
+    "IncompleteOutputError",
     "SamplingParams",
     "StreamEvent",
     "generate",

@@ -7,7 +7,10 @@
     Rows are ordered prompt-major: row i * n + j is sample j of prompt i. EOS / stop ids are not included.
 
 A constraint (json_mode / json_schema / regex / choices) needs the tokenizer to know every token's text.
-`stats=GenerationStats()` collects counts (forwards, acceptance rate, decoded texts) when passed in.
+`stats=GenerationStats()` collects counts (forwards, acceptance rate, decoded texts) and each row's
+finish_reason ("stop" | "length") when passed in. A constrained output that ran out of tokens before it was valid
+is never returned silently: `generate` raises `IncompleteOutputError` (unless `allow_incomplete=True`), streams
+end the row with finish_reason "length".
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from lmstack.generate.decode import GenerationStats, StreamEvent, collect, eos_ids_of, sample_stream
+from lmstack.generate.decode import (
+    GenerationStats,
+    IncompleteOutputError,
+    StreamEvent,
+    collect,
+    eos_ids_of,
+    sample_stream,
+)
 from lmstack.generate.params import SamplingParams
 from lmstack.model.causal_lm import CausalLM
 
@@ -55,15 +65,23 @@ def generate(
     tokenizer: Any = None,
     draft_model: CausalLM | None = None,
     stats: GenerationStats | None = None,
+    allow_incomplete: bool = False,
 ) -> list[list[int]]:
-    """New token ids per output row (see the module docstring for the row layout)."""
+    """New token ids per output row (see the module docstring for the row layout).
+
+    A constrained request whose output could not be completed within `max_new_tokens` raises
+    `IncompleteOutputError` (carrying the outputs), unless `allow_incomplete=True`: then check
+    `stats.finish_reasons` ("length" = incomplete)."""
     stats = stats if stats is not None else GenerationStats()
     if params.beam_width > 1:
         from lmstack.generate.beam import beam_search
 
         return beam_search(model, prompts, params, tokenizer=tokenizer, stats=stats)
     rows = len(prompts) * params.n
-    return collect(_events(model, prompts, params, tokenizer, draft_model, stats), rows, stats)
+    out = collect(_events(model, prompts, params, tokenizer, draft_model, stats), rows, stats)
+    if params.constrained and not allow_incomplete and any(r != "stop" for r in stats.finish_reasons):
+        raise IncompleteOutputError(out, stats.finish_reasons)
+    return out
 
 
 def generate_text(
@@ -74,12 +92,13 @@ def generate_text(
     *,
     draft_model: CausalLM | None = None,
     stats: GenerationStats | None = None,
+    allow_incomplete: bool = False,
 ) -> list[str]:
-    """Text in, text out: each output decoded and cut right before the first stop string."""
+    """Text in, text out: each output decoded and cut right before the first stop string (incomplete
+    constrained outputs: as in `generate`)."""
     stats = stats if stats is not None else GenerationStats()
-    ids = generate(
-        model, [tokenizer.encode(p) for p in prompts], params, tokenizer=tokenizer, draft_model=draft_model, stats=stats
-    )
+    ids = generate(model, [tokenizer.encode(p) for p in prompts], params, tokenizer=tokenizer,
+                   draft_model=draft_model, stats=stats, allow_incomplete=allow_incomplete)  # fmt: skip
     return stats.texts if stats.texts else [tokenizer.decode(x) for x in ids]
 
 

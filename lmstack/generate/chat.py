@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lmstack.common.config import section
 from lmstack.generate.params import SamplingParams
 from lmstack.model.causal_lm import CausalLM
 from lmstack.tokenizer.chat import PLAIN_STOP, chat_stop_ids, has_chatml, render_prompt, template_system_prompt
@@ -27,38 +28,27 @@ from lmstack.tokenizer.chat import PLAIN_STOP, chat_stop_ids, has_chatml, render
 @dataclass
 class ChatConfig:
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
+    adapter: str = ""  # PEFT adapter directory (LoRA, prompt or prefix tuning) applied to --model
     system: str = ""  # system message kept at the top; "" = the default of the model's chat template, if any
-    max_new_tokens: int = 256  # longest reply, in tokens
-    temperature: float = 0.7  # softmax temperature; 0 = greedy
-    top_p: float = 0.9  # nucleus sampling mass (1 = off)
-    top_k: int = 0  # keep the k most likely tokens (0 = off)
-    min_p: float = 0.0  # drop tokens below min_p * p_max (0 = off)
-    repetition_penalty: float = 1.0  # CTRL repetition penalty (1 = off)
-    json_mode: bool = False  # every reply is one JSON object
+    # decoding of each reply: every SamplingParams field (--sampling.temperature=0, --sampling.json_mode, ...)
+    sampling: SamplingParams = section(SamplingParams, max_new_tokens=256, temperature=0.7, top_p=0.9)
     context: int = 0  # context window in tokens; 0 = the model's max_seq_len
-    seed: int | None = None  # sampling seed (None = random)
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
     compile: bool = False  # torch.compile the model: leaner decode steps after a one-off compile
 
     def __post_init__(self) -> None:
-        self.sampling_params([])
         if self.context < 0:
             raise ValueError(f"--context={self.context}: must be >= 0")
+        if self.dtype not in ("", "float32", "bfloat16", "float16"):
+            raise ValueError(f"--dtype={self.dtype!r}: expected float32, bfloat16 or float16 (or empty)")
+        if self.sampling.n != 1 or self.sampling.beam_width != 1:
+            raise ValueError("--sampling.n and --sampling.beam_width must be 1 in a chat (one streamed reply)")
 
     def sampling_params(self, stop_ids: list[int], stop: list[str] | None = None) -> SamplingParams:
-        return SamplingParams(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            json_mode=self.json_mode,
-            seed=self.seed,
-            stop_token_ids=stop_ids,
-            stop=list(stop or []),
-        )
+        """The reply's params: the section plus the template's end-of-turn ids and stop strings."""
+        s = self.sampling
+        return s.replace(stop_token_ids=[*s.stop_token_ids, *stop_ids], stop=[*s.stop, *(stop or [])])
 
 
 def fit_history(tok: Any, messages: list[dict[str, str]], budget: int) -> tuple[list[dict[str, str]], list[int]]:
@@ -99,11 +89,11 @@ def chat_turn(
 
 
 def main(cfg: ChatConfig) -> int:
-    from lmstack.generate.cli import maybe_compile
+    from lmstack.generate.cli import maybe_compile, with_adapter
     from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    model = maybe_compile(model, cfg.compile)
+    model = maybe_compile(with_adapter(model, cfg.adapter), cfg.compile)
     chatml = has_chatml(tok)
     params = cfg.sampling_params(chat_stop_ids(tok), None if chatml else PLAIN_STOP)
     context = cfg.context or model.config.max_seq_len

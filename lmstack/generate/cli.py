@@ -1,12 +1,19 @@
-"""`lmstack generate`: text from a model, with every decoding option of `SamplingParams` as a flag.
+"""`lmstack generate`: text from a model; every `SamplingParams` field is a flag of the `sampling` section.
 
-    lmstack generate "The capital of France is" --model smollm2-135m --temperature 0 --max_new_tokens 20
-    lmstack generate "Name three colors." --chat --json_schema schema.json
-    lmstack generate "To be or not" --draft_model DIR --num_draft_tokens 4 --print_stats
+    lmstack generate "The capital of France is" --model smollm2-135m --sampling.temperature 0 \
+        --sampling.max_new_tokens 20
+    lmstack generate "Name three colors." --chat --sampling.json_schema schema.json
+    lmstack generate "To be or not" --draft_model DIR --sampling.num_draft_tokens 4 --print_stats
+
+The sampling flags are derived from the `SamplingParams` dataclass itself (`--help` lists them all), so they
+cannot drift from what `generate()` accepts: `--sampling.logit_bias '{"50256": -100}'`,
+`--sampling.bad_words_ids '[[11, 12]]'`, `--sampling.stop_token_ids 2,3`, `--sampling.ignore_eos`, ...
+A mapping flag (`logit_bias`, `json_schema`) takes inline JSON or the path of a JSON/YAML file.
 
 The prompt is encoded as is, or with `--chat` wrapped in the model's ChatML template as one user message.
 With one output and no beam search the text streams to stdout as it is generated; otherwise each output is
-printed after a `--- i` line. `--print_stats` prints token counts, speed and speculative acceptance to stderr.
+printed after a `--- i` line. A constrained output that hit the token budget before completing is flagged on
+stderr (finish reason "length"). `--print_stats` prints token counts, speed and acceptance to stderr.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from lmstack.common.config import section
 from lmstack.generate.params import SamplingParams
 from lmstack.model.causal_lm import CausalLM
 from lmstack.tokenizer.chat import chat_stop_ids, template_system_prompt
@@ -27,32 +34,12 @@ from lmstack.tokenizer.chat import chat_stop_ids, template_system_prompt
 class GenerateConfig:
     prompt: str = field(default="", metadata={"positional": True})  # text to continue (or the user message, --chat)
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
+    adapter: str = ""  # PEFT adapter directory (LoRA, prompt or prefix tuning) applied to --model
     chat: bool = False  # wrap the prompt in the chat template as a user message
     system: str = ""  # system message (with --chat); "" = the chat template's default, if any
-    max_new_tokens: int = 128  # stop after this many new tokens
-    temperature: float = 0.7  # softmax temperature; 0 = greedy
-    top_k: int = 0  # keep the k most likely tokens (0 = off)
-    top_p: float = 1.0  # nucleus sampling mass (1 = off)
-    min_p: float = 0.0  # drop tokens below min_p * p_max (0 = off)
-    typical_p: float = 1.0  # locally typical sampling mass (1 = off)
-    repetition_penalty: float = 1.0  # CTRL repetition penalty (1 = off)
-    frequency_penalty: float = 0.0  # OpenAI frequency penalty
-    presence_penalty: float = 0.0  # OpenAI presence penalty
-    no_repeat_ngram_size: int = 0  # ban repeating n-grams of this size (0 = off)
-    min_new_tokens: int = 0  # no EOS before this many tokens
-    stop: list[str] = field(default_factory=list)  # stop strings
-    seed: int | None = None  # sampling seed (None = random)
-    n: int = 1  # samples to draw
-    beam_width: int = 1  # beam search width (1 = off)
-    length_penalty: float = 1.0  # beam: score / length ** length_penalty
-    num_return_sequences: int = 1  # beam: hypotheses to print
-    json_mode: bool = False  # output one JSON object
-    json_schema: str = ""  # path to a JSON-Schema file the output must match
-    regex: str = ""  # regular expression the output must match
-    choices: list[str] = field(default_factory=list)  # the output is one of these strings
+    # decoding: every SamplingParams field (--sampling.temperature=0, --sampling.top_p=0.9, ...)
+    sampling: SamplingParams = section(SamplingParams, max_new_tokens=128, temperature=0.7)
     draft_model: str = ""  # draft model (directory or name) for speculative decoding
-    num_draft_tokens: int = 4  # speculative: tokens drafted per target forward
-    prompt_lookup: bool = False  # speculative: draft by n-gram lookup in the prompt (no draft model)
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
     print_stats: bool = False  # print token counts, tokens/s and acceptance to stderr
@@ -60,6 +47,7 @@ class GenerateConfig:
     compile: bool = False  # torch.compile the model (dynamic shapes): leaner decode steps after a one-off compile
 
     def __post_init__(self) -> None:
+<<<<<<< HEAD
         if self.json_schema and not Path(self.json_schema).is_file():
             raise FileNotFoundError(f"--json_schema: no such file: {self.json_schema}")
         self.sampling_params()  # validates every sampling field, naming it
@@ -93,6 +81,10 @@ class GenerateConfig:
             kv_cache_dtype=self.kv_cache_dtype,
             **extra,
         )
+=======
+        if self.dtype not in ("", "float32", "bfloat16", "float16"):
+            raise ValueError(f"--dtype={self.dtype!r}: expected float32, bfloat16 or float16 (or empty)")
+>>>>>>> main
 
 
 def maybe_compile(model: CausalLM, enabled: bool) -> Any:
@@ -106,6 +98,15 @@ def maybe_compile(model: CausalLM, enabled: bool) -> Any:
     import torch
 
     return torch.compile(model, dynamic=True)
+
+
+def with_adapter(model: CausalLM, adapter: str) -> CausalLM:
+    """`--adapter DIR`: the model with a PEFT adapter applied (LoRA merged into the weights: no extra cost)."""
+    if not adapter:
+        return model
+    from lmstack.finetune.peft_format import load_adapter
+
+    return load_adapter(model, adapter, merge=True)
 
 
 def encode_prompt(cfg: GenerateConfig, tok: Any) -> list[int]:
@@ -125,9 +126,10 @@ def generate_main(cfg: GenerateConfig) -> int:
     from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    model = maybe_compile(model, cfg.compile)
+    model = maybe_compile(with_adapter(model, cfg.adapter), cfg.compile)
     draft = load_model(cfg.draft_model, cfg.device, cfg.dtype)[0] if cfg.draft_model else None
-    params = cfg.sampling_params(stop_token_ids=chat_stop_ids(tok) if cfg.chat else [])
+    extra = chat_stop_ids(tok) if cfg.chat else []
+    params = cfg.sampling.replace(stop_token_ids=[*cfg.sampling.stop_token_ids, *extra])
     prompt = encode_prompt(cfg, tok)
     stats = GenerationStats()
     t0 = time.perf_counter()
@@ -137,7 +139,7 @@ def generate_main(cfg: GenerateConfig) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
-        outs = generate(model, [prompt], params, tokenizer=tok, draft_model=draft, stats=stats)
+        outs = generate(model, [prompt], params, tokenizer=tok, draft_model=draft, stats=stats, allow_incomplete=True)
         texts = stats.texts or [tok.decode(o) for o in outs]
         for i, text in enumerate(texts):
             print(f"--- {i}\n{text}")
@@ -154,6 +156,11 @@ def generate_main(cfg: GenerateConfig) -> int:
             line |= {"acceptance_rate": round(stats.acceptance_rate, 3), "draft_forwards": stats.draft_forwards}
             line["tokens_per_target_call"] = round(stats.new_tokens / max(stats.forwards - 1, 1), 2)
         print(json.dumps(line), file=sys.stderr)
+    incomplete = [i for i, r in enumerate(stats.finish_reasons) if r != "stop"] if params.constrained else []
+    if incomplete:
+        print(f"lmstack generate: error: output(s) {incomplete} incomplete: --sampling.max_new_tokens="
+              f"{params.max_new_tokens} ran out before the output matched its constraint", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

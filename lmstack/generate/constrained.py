@@ -147,7 +147,10 @@ def automaton_for(params: SamplingParams) -> CharAutomaton:
     if params.json_mode:
         return JsonAutomaton()
     if params.json_schema is not None:
-        return RegexAutomaton(schema_to_regex(params.json_schema, "json_schema"))
+        try:
+            return RegexAutomaton(schema_to_regex(params.json_schema, "json_schema"))
+        except ValueError as e:
+            raise ValueError(f"json_schema: {e}") from None
     if params.choices is not None:
         return RegexAutomaton("(?:" + "|".join(re.escape(c) for c in params.choices) + ")")
     assert params.regex is not None

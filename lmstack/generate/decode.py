@@ -34,6 +34,23 @@ class StreamEvent:
     row: int  # output row (prompt index * n + sample index)
     token: int  # the new token id (-1 on the final flush event, which carries only held-back text)
     text: str  # text safe to show now ("" without a tokenizer)
+    finish_reason: str | None = None  # on the final event: "stop" (EOS, stop id or string) | "length" (see below)
+
+
+class IncompleteOutputError(ValueError):
+    """A constrained output (json_mode / json_schema / regex / choices) ran out of tokens before it was valid.
+
+    `outputs` holds every row's ids as generated, `finish_reasons` says which rows are incomplete ("length").
+    Raised by `generate` / `generate_text` unless `allow_incomplete=True`; streams report it as the final
+    event's finish_reason instead."""
+
+    def __init__(self, outputs: list[list[int]], finish_reasons: list[str]) -> None:
+        bad = [i for i, r in enumerate(finish_reasons) if r != "stop"]
+        super().__init__(
+            f"constrained output incomplete in row(s) {bad}: the token budget ran out before the output matched "
+            "its constraint (finish_reason 'length'); raise max_new_tokens"
+        )
+        self.outputs, self.finish_reasons = outputs, finish_reasons
 
 
 @dataclass
@@ -46,6 +63,9 @@ class GenerationStats:
     accepted: int = 0  # draft tokens accepted (speculative)
     texts: list[str] = field(default_factory=list)  # decoded outputs, cut at stop strings (with a tokenizer)
     kept: list[int] = field(default_factory=list)  # per row: tokens before the stop string (with a tokenizer)
+    # per row: "stop" = ended by EOS / a stop id / a stop string (a constrained row: its output is complete and
+    # valid); "length" = max_new_tokens ran out first (a constrained row: the output is NOT valid)
+    finish_reasons: list[str] = field(default_factory=list)
 
     @property
     def acceptance_rate(self) -> float:
@@ -139,6 +159,7 @@ def sample_stream(
     trackers = [TextTracker(tokenizer, params.stop) for _ in range(R)] if tokenizer is not None else None
     states = [constraint.start() for _ in range(R)] if constraint is not None else None
     done = [False] * R
+    reasons = ["length"] * R
     for step in range(params.max_new_tokens):
         scores = pipe.process(logits) if pipe.active else logits
         if constraint is not None:
@@ -152,6 +173,9 @@ def sample_stream(
                 continue
             if hit_eos[r]:
                 done[r] = True
+                # a constraint out of budget forces EOS before its output is valid: that is not a clean stop
+                valid = constraint is None or constraint.entry(states[r]).accepting
+                reasons[r] = "stop" if valid else "length"
                 continue
             text = ""
             if constraint is not None:
@@ -160,6 +184,7 @@ def sample_stream(
                 text, stopped = trackers[r].feed(tok_list[r])
                 if stopped:
                     done[r] = True
+                    reasons[r] = "stop"
             stats.new_tokens += 1
             yield StreamEvent(r, tok_list[r], text)
         if all(done) or step == params.max_new_tokens - 1:
@@ -168,9 +193,14 @@ def sample_stream(
         logits = model(tok[:, None], positions=next_pos, cache=cache).logits[:, -1]
         stats.forwards += 1
         next_pos = next_pos + 1
+    if constraint is not None:  # a row that filled its budget exactly and accepts is complete
+        reasons = [
+            "stop" if not done[r] and constraint.entry(states[r]).accepting else x for r, x in enumerate(reasons)
+        ]
+    stats.finish_reasons = reasons
     for r in range(R):
         tail = trackers[r].flush() if trackers is not None else ""
-        yield StreamEvent(r, -1, tail)
+        yield StreamEvent(r, -1, tail, reasons[r])
     if trackers is not None:
         stats.texts = [t.final_text for t in trackers]
         stats.kept = [t.kept_tokens() for t in trackers]

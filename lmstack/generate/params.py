@@ -76,11 +76,17 @@ class SamplingParams:
             raise ValueError(f"num_return_sequences={self.num_return_sequences} exceeds beam_width={self.beam_width}")
         if self.beam_width > 1 and self.n > 1:
             raise ValueError(f"n={self.n} with beam_width={self.beam_width}: use num_return_sequences for beams")
+        for name in ("stop", "stop_token_ids", "bad_words_ids", "choices"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (list, tuple)):  # "ee" would stop at every "e"
+                raise ValueError(f"{name}={value!r}: expected a list (e.g. {name}=[{value!r}])")
+        if not isinstance(self.logit_bias, dict):
+            raise ValueError(f"logit_bias={self.logit_bias!r}: expected a mapping {{token_id: bias}}")
         for tok, bias in self.logit_bias.items():
             if not isinstance(tok, int) or isinstance(tok, bool) or tok < 0 or not isinstance(bias, (int, float)):
                 raise ValueError(f"logit_bias: expected {{token_id: float}}, got {tok!r}: {bias!r}")
         for seq in self.bad_words_ids:
-            if not seq or not all(isinstance(t, int) and t >= 0 for t in seq):
+            if not isinstance(seq, (list, tuple)) or not seq or not all(isinstance(t, int) and t >= 0 for t in seq):
                 raise ValueError(f"bad_words_ids: each entry must be a non-empty list of token ids, got {seq!r}")
         if not all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids):
             raise ValueError(f"stop_token_ids: expected token ids, got {self.stop_token_ids!r}")

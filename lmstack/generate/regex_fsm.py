@@ -22,6 +22,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 MAX_CODEPOINT = 0x10FFFF
+# Counted repetition copies its operand (`a{2,5}` is aa(a(a(a)?)?)?), so `a{1,10000000}` would build 2e7 NFA states
+# (gigabytes, minutes). Patterns whose NFA would exceed this many states are refused before anything is built.
+MAX_NFA_STATES = 50_000
 
 
 @dataclass(frozen=True)
@@ -245,13 +248,31 @@ class NFA:
         return s, e
 
 
+def nfa_size(node: tuple) -> int:
+    """NFA states `NFA.build` would create for `node`, computed without building anything."""
+    kind = node[0]
+    if kind == "set":
+        return 2
+    if kind in ("cat", "alt"):
+        return 2 + sum(nfa_size(child) for child in node[1])
+    _, child, lo, hi = node
+    copies = lo + (1 if hi is None else hi - lo)
+    return 2 + copies * nfa_size(child)
+
+
 class RegexAutomaton:
     """Character automaton for a full match of `pattern`. States are frozensets of NFA states (hashable)."""
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
+        ast = Parser(pattern).parse()
+        size = nfa_size(ast)
+        if size > MAX_NFA_STATES:
+            shown = pattern if len(pattern) <= 80 else pattern[:77] + "..."
+            raise ValueError(f"regex {shown!r} is too large to constrain decoding: its automaton would have "
+                             f"{size:,} states (limit {MAX_NFA_STATES:,}); lower the repetition counts")  # fmt: skip
         self.nfa = NFA()
-        self.entry, self.accept = self.nfa.build(Parser(pattern).parse())
+        self.entry, self.accept = self.nfa.build(ast)
         self._dist = self._distances()
         self._step: dict[tuple[frozenset, str], frozenset | None] = {}
         self._start = self._closure({self.entry})

@@ -242,13 +242,17 @@ def speculative_stream(
         stats.prompt_tokens += len(prompt)
         for _ in range(params.n):
             tracker = TextTracker(tokenizer, params.stop) if tokenizer is not None else None
+            count, stopped = 0, False
             for t in _one_sequence(model, prompt, params, draft_model, gen, stats):
                 text, stopped = tracker.feed(t) if tracker is not None else ("", False)
                 stats.new_tokens += 1
+                count += 1
                 yield StreamEvent(row, t, text)
                 if stopped:
                     break
-            yield StreamEvent(row, -1, tracker.flush() if tracker is not None else "")
+            reason = "stop" if stopped or count < params.max_new_tokens else "length"  # fewer tokens: EOS came
+            stats.finish_reasons.append(reason)
+            yield StreamEvent(row, -1, tracker.flush() if tracker is not None else "", reason)
             trackers.append(tracker)
             row += 1
     if tokenizer is not None:

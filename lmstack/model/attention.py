@@ -35,12 +35,22 @@ def position_bias(
     window: int | None,
     slopes: torch.Tensor | None,
     dtype: torch.dtype,
+    packed: bool = False,
 ) -> torch.Tensor:
     """Additive bias (B, 1 or H, T, S) from query positions (B, T) and key positions (B, S): 0 where a query may
-    read a key, -inf where it may not, plus -slope_h * |p - q| for ALiBi."""
+    read a key, -inf where it may not, plus -slope_h * |p - q| for ALiBi.
+
+    packed (no cache: the keys are the queries' own tokens): a row may hold several sequences packed one after
+    another, each with positions restarting at 0 (fine-tuning's packing); a position that does not increase
+    starts a new sequence, and a query reads only keys of its own sequence (a block-diagonal causal mask)."""
     p, q = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
     dist = p - q  # (B, T, S)
     allowed = q >= 0
+    if packed:
+        starts = torch.ones_like(q_pos, dtype=torch.bool)
+        starts[:, 1:] = q_pos[:, 1:] <= q_pos[:, :-1]  # a reset of the position starts a sequence
+        seq = starts.cumsum(dim=1)  # (B, T) sequence index of every token
+        allowed = allowed & (seq[:, :, None] == seq[:, None, :])
     if causal:
         allowed = allowed & (dist >= 0)
     if window is not None:
@@ -94,7 +104,11 @@ class Attention(nn.Module):
             k, v, k_pos = cache.update(self.layer_idx, k, v, positions)  # (B, Hkv, S, hd), (B, S)
         use_ref = return_weights or self.impl == "reference"
         fast = plain_causal and slopes is None and (self.window is None or self.window >= T)
-        bias = None if fast else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype)
+        bias = (
+            None
+            if fast
+            else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype, packed=cache is None)
+        )
         drop = self.dropout if self.training else 0.0
         weights = None
         if use_ref:

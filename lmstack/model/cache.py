@@ -6,7 +6,9 @@ one method per layer call. Positions travel with the keys, so attention builds i
     query at position p may read key at position q  <=>  q >= 0 and q <= p (causal) and p - q < window
 
 Left padding, sliding windows, ALiBi distances and paged block tables all reduce to that rule: a padded
-token or an empty slot has position -1 and is never read.
+token or an empty slot has position -1 and is never read. Without a cache, a row may also pack several
+sequences with positions restarting at 0 for each: a position that does not increase starts a new sequence and
+attention stays inside it (`attention.position_bias(packed=True)`; fine-tuning's packing).
 
 Shapes: B batch, Hkv KV heads, T new tokens, S slots attention reads, hd head dim.
 """

@@ -5,7 +5,9 @@ position scheme, attention grouping, FFN type, mixture of experts). Validation i
 field and the value, so a bad YAML key or `--flag` fails before any tensor is allocated.
 
 Named shapes live in `presets.py` (`ModelConfig.from_preset("gpt2-124m")`); HF `config.json` translation lives in
-`hf.py`. Left out: encoder-decoder cross attention, parallel (GPT-J) blocks, per-layer heterogeneous configs.
+`hf.py`. A BERT encoder is `causal=False, norm_placement="post", embed_norm=True, type_vocab_size=2,
+position="learned", ffn="gelu", lm_head=False`. Left out: encoder-decoder cross attention, parallel (GPT-J)
+blocks, per-layer heterogeneous configs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class ModelConfig:
     qk_norm: bool = False  # RMSNorm over each head's queries and keys before RoPE (OLMo-2, Qwen3 style)
     sliding_window: int | None = None  # a query reads only the last `sliding_window` keys (Mistral); None = all
     causal: bool = True  # causal LM mask; false = bidirectional encoder
+    type_vocab_size: int = 0  # token-type (segment A/B) embeddings added to the input (BERT: 2); 0 = none
+    embed_norm: bool = False  # LayerNorm on the summed input embeddings before the first block (BERT)
+    lm_head: bool = True  # vocabulary head; false = an encoder whose forward returns hidden states (BertModel)
     dropout: float = 0.0  # dropout on embeddings, attention probabilities and residual branches (training only)
     tie_embeddings: bool = False  # LM head shares the token embedding matrix
     n_experts: int = 0  # mixture-of-experts FFN with this many experts (E); 0 = dense FFN
@@ -83,10 +88,22 @@ class ModelConfig:
             self.head_dim = self.d_model // self.n_heads
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model if self.ffn == "gelu" else 64 * -(-(8 * self.d_model // 3) // 64)
+        for name in ("head_dim", "d_ff"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("norm_eps", "rope_theta"):  # eps <= 0 divides by zero in the norm: NaN logits
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.init_std < 0:
+            raise ValueError(f"ModelConfig.init_std must be >= 0, got {self.init_std}")
         self._check_positions()
         self._check_moe()
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"ModelConfig.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if self.tie_embeddings and not self.lm_head:
+            raise ValueError("ModelConfig.tie_embeddings=true needs lm_head=true (there is no head to tie)")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise ValueError(f"ModelConfig.sliding_window must be positive or None, got {self.sliding_window}")
 

@@ -5,7 +5,9 @@
   checked against the config), optionally cast, and write DST with `save_pretrained`; tokenizer and chat
   template files next to the weights are copied along. Exporting an lmstack-trained model gives a directory
   `transformers.AutoModelForCausalLM.from_pretrained` loads (for GPT-2/Llama/Mistral/Qwen2/Mixtral shapes).
-Writes are atomic: DST appears complete or not at all.
+Each file is written atomically; only the files of the model are written (save_target.py): DST may be new, empty
+or a previous lmstack save; any other non-empty directory needs `--overwrite`, which still touches no other
+file. `--to .` follows the same rule.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ TOKENIZER_FILES = (
 @dataclass
 class ConvertConfig:
     src: str = field(default="", metadata={"flag": "from"})  # source: HF/lmstack directory, .gguf file or model name
-    dst: str = field(default="", metadata={"flag": "to"})  # destination directory (HF format), replaced atomically
+    dst: str = field(
+        default="", metadata={"flag": "to"}
+    )  # destination directory (HF format); only its model files change
     dtype: str = ""  # cast weights to float32 | bfloat16 | float16 on the way; "" keeps the source dtype
     max_shard_mb: int = 0  # split model.safetensors into shards of at most this many MB (+ index); 0 = one file
+    overwrite: bool = False  # write into a non-empty directory that is not an lmstack save (other files are kept)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
@@ -60,17 +65,21 @@ def main(cfg: ConvertConfig) -> int | None:
     src, dst = Path(cfg.src).expanduser(), Path(cfg.dst).expanduser()
     if src.resolve() == dst.resolve():
         raise ValueError(f"--from and --to are the same path ({src}); write to a new directory")
+    from lmstack.model.save_target import check_save_target
+
+    check_save_target(dst, cfg.overwrite, "--to")  # before loading: a refused target fails fast
     if src.is_file() and src.suffix == ".gguf" and not cfg.dtype and not cfg.max_shard_mb:
         from lmstack.model.gguf import convert_gguf
 
-        convert_gguf(src, dst)
+        convert_gguf(src, dst, overwrite=cfg.overwrite)
         print(dst)
         return 0
     from lmstack.model.transformer import Transformer
 
     model = Transformer.from_pretrained(src, dtype=cfg.dtype or None)
     files = TokenizerFiles(src if src.is_dir() else None)
-    model.save_pretrained(dst, tokenizer=files, max_shard_bytes=cfg.max_shard_mb * 2**20 or None)
+    model.save_pretrained(dst, tokenizer=files, max_shard_bytes=cfg.max_shard_mb * 2**20 or None,
+                          overwrite=cfg.overwrite)  # fmt: skip
     print(dst)
     return 0
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmstack.common.atomic import atomic_dir
+from lmstack.common.atomic import atomic_files
 from lmstack.common.log import progress
 from lmstack.tokenizer.hf_format import onig_compatible
 from lmstack.tokenizer.patterns import GPT4
@@ -283,14 +283,18 @@ def converter_version(hf_dir: str | Path) -> str | None:
         return (f.metadata() or {}).get("lmstack_gguf")
 
 
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
-    """Convert a Llama-architecture GGUF file into an HF model directory at `out_dir` (written atomically)."""
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Convert a Llama-architecture GGUF file into an HF model directory at `out_dir`, each file written atomically
+    (a non-empty `out_dir` that is not an lmstack save needs `overwrite=True`: see save_target.py)."""
     import gguf
     from safetensors.torch import save_file
+
+    from lmstack.model.save_target import check_save_target
 
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    check_save_target(out_dir, overwrite, "--to")
     try:
         reader = gguf.GGUFReader(gguf_path)
     except (ValueError, OSError) as e:
@@ -301,7 +305,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         raise ValueError(f"{gguf_path}: {config['vocab_size']=} but the vocabulary has a different size")
     tensors = read_tensors(reader, config)
     generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config[k] is not None}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_files(out_dir) as tmp:
         save_file(
             tensors,
             str(tmp / "model.safetensors"),

@@ -1,5 +1,6 @@
 """Hugging Face checkpoint interop: our `Transformer` <-> an HF model directory (GPT-2, Llama, Mistral, Qwen2,
-Mixtral), so a model trained here loads in `transformers` and a local HF checkpoint runs here.
+Mixtral, and the BERT encoder `BertModel`), so a model trained here loads in `transformers` and a local HF
+checkpoint runs here.
 
 A directory holds config.json, model.safetensors (or shards + model.safetensors.index.json) with HF tensor
 names, generation_config.json and, if a tokenizer was given, its files. Architectures with no HF equivalent
@@ -8,7 +9,9 @@ names, generation_config.json and, if a tokenizer was given, its files. Architec
 safetensors; a pickle-only checkpoint (`pytorch_model.bin`) is refused with an explanation.
 Follows the name layouts of `transformers`' modeling_gpt2/llama/mistral/qwen2/mixtral (tables in hf_names.py).
 Quantized checkpoints (config.json with a GPTQ `quantization_config`) are rebuilt by `lmstack.quant.checkpoint`.
-Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, other HF quantization formats.
+Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, other HF quantization formats,
+BERT's pooler (tanh dense on [CLS], unused by sentence embedders: skipped on import, absent on export) and
+relative-position BERT variants.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ from typing import Any
 
 import torch
 
-from lmstack.common.atomic import atomic_dir, atomic_write_text
+from lmstack.common.atomic import atomic_files
+from lmstack.common.config import read_config_file
 from lmstack.model.config import ModelConfig
 from lmstack.model.hf_names import GPT2_TRANSPOSED, is_ignored, rename
+from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
 
-FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "lmstack")
+FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "bert", "lmstack")
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "mixtral": "MixtralForCausalLM",
+    "bert": "BertModel",
     "lmstack": "LmstackForCausalLM",
 }
 
@@ -41,6 +47,8 @@ ARCHITECTURES = {
 
 def hf_family(cfg: ModelConfig) -> str:
     """The HF model_type that expresses `cfg` exactly, or "lmstack" when none does."""
+    if _is_bert(cfg):
+        return "bert"
     common = cfg.causal and cfg.norm_placement == "pre" and not cfg.qk_norm
     if (
         common
@@ -66,6 +74,27 @@ def hf_family(cfg: ModelConfig) -> str:
     return "mistral" if cfg.sliding_window is not None else "llama"
 
 
+def _is_bert(cfg: ModelConfig) -> bool:
+    return (
+        not cfg.causal
+        and cfg.norm_placement == "post"
+        and cfg.norm == "layernorm"
+        and cfg.norm_bias
+        and cfg.embed_norm
+        and cfg.type_vocab_size > 0
+        and cfg.position == "learned"
+        and cfg.ffn == "gelu"
+        and cfg.bias
+        and cfg.qkv_bias
+        and not cfg.qk_norm
+        and cfg.n_kv_heads == cfg.n_heads
+        and cfg.head_dim * cfg.n_heads == cfg.d_model
+        and not cfg.n_experts
+        and cfg.sliding_window is None
+        and not cfg.lm_head
+    )
+
+
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     """config.json contents for `cfg` (HF field names for HF families, ours for "lmstack")."""
     family = hf_family(cfg)
@@ -78,6 +107,25 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     }
     if family == "lmstack":
         return {**head, **cfg.to_dict()}
+    if family == "bert":
+        return {
+            **head,
+            "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.d_model,
+            "num_hidden_layers": cfg.n_layers,
+            "num_attention_heads": cfg.n_heads,
+            "intermediate_size": cfg.d_ff,
+            "hidden_act": "gelu_new" if cfg.gelu_approx == "tanh" else "gelu",
+            "hidden_dropout_prob": cfg.dropout,
+            "attention_probs_dropout_prob": cfg.dropout,
+            "max_position_embeddings": cfg.max_seq_len,
+            "type_vocab_size": cfg.type_vocab_size,
+            "initializer_range": cfg.init_std,
+            "layer_norm_eps": cfg.norm_eps,
+            "position_embedding_type": "absolute",
+            "pad_token_id": 0,
+            **ids,
+        }
     if family == "gpt2":
         return {
             **head,
@@ -156,6 +204,40 @@ def _gpt2_config(hf: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _bert_config(hf: dict[str, Any]) -> dict[str, Any]:
+    act = hf.get("hidden_act", "gelu")
+    if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"config.json: hidden_act={act!r} is not supported for bert (gelu, gelu_new)")
+    kind = hf.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise ValueError(f"config.json: position_embedding_type={kind!r} is not supported (absolute only)")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        raise ValueError("config.json: is_decoder / add_cross_attention BERT models are not supported")
+    return dict(
+        vocab_size=hf["vocab_size"],
+        n_layers=hf["num_hidden_layers"],
+        d_model=hf["hidden_size"],
+        n_heads=hf["num_attention_heads"],
+        d_ff=hf["intermediate_size"],
+        max_seq_len=hf.get("max_position_embeddings", 512),
+        norm="layernorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        norm_bias=True,
+        norm_placement="post",
+        position="learned",
+        ffn="gelu",
+        gelu_approx="none" if act == "gelu" else "tanh",
+        bias=True,
+        qkv_bias=True,
+        causal=False,
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        embed_norm=True,
+        lm_head=False,
+        scaled_residual_init=False,
+        init_std=hf.get("initializer_range", 0.02),
+    )
+
+
 def _rope_fields(hf: dict[str, Any]) -> dict[str, Any]:
     """RoPE theta / scaling from either the v5 `rope_parameters` dict or the v4 `rope_theta` + `rope_scaling`."""
     params = dict(hf.get("rope_parameters") or {})
@@ -219,12 +301,22 @@ def config_from_hf(hf: dict[str, Any], where: str = "config.json") -> ModelConfi
         if family == "lmstack":
             names = {f.name for f in dataclasses.fields(ModelConfig)}
             return ModelConfig.from_dict({k: v for k, v in hf.items() if k in names})
-        fields = _gpt2_config(hf) if family == "gpt2" else _llama_config(hf, family)
+        if family == "gpt2":
+            fields = _gpt2_config(hf)
+        elif family == "bert":
+            fields = _bert_config(hf)
+        else:
+            fields = _llama_config(hf, family)
     except KeyError as e:
         raise ValueError(f"{where}: missing field {e.args[0]!r} required for model_type {family!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
     ids = dict(bos_token_id=_first_id(hf.get("bos_token_id")), eos_token_id=_first_id(hf.get("eos_token_id")))
     stored = hf.get("dtype") or hf.get("torch_dtype") or "float32"
-    return ModelConfig(**fields, **ids, dtype=stored if stored in DTYPES else "float32")
+    try:
+        return ModelConfig(**fields, **ids, dtype=stored if stored in DTYPES else "float32")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 # ---------------------------------------------------------------- tensors
@@ -285,6 +377,8 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
             (k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in tensors.items()
         }
         expected = _fuse_qkv(expected, cfg.n_layers, shapes=True)
+    if family == "bert":  # BertFor* task models prefix the encoder with "bert."
+        tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
     out: dict[str, torch.Tensor] = {}
     for hf_name, tensor in tensors.items():
         if family != "lmstack" and is_ignored(hf_name, family):
@@ -306,22 +400,31 @@ def state_dict_from_hf(tensors: dict[str, torch.Tensor], family: str, model: Tra
     return _split_qkv(out, cfg.n_layers) if family == "gpt2" else out
 
 
-def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of an HF directory: model.safetensors or the shards listed in model.safetensors.index.json."""
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file; a truncated or corrupted one is an error naming it."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e}); is it truncated?") from None
+
+
+def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF directory: model.safetensors or the shards listed in model.safetensors.index.json."""
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.is_file():
-        return load_file(single)
+        return load_safetensors(single)
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        weight_map = read_config_file(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index}: no 'weight_map' object")
         tensors: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
             if not (directory / shard).is_file():
                 raise FileNotFoundError(f"{index} lists shard {shard!r}, which is not in {directory}")
-            tensors.update(load_file(directory / shard))
+            tensors.update(load_safetensors(directory / shard))
         return tensors
     pickles = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt"))
     if pickles:
@@ -344,16 +447,18 @@ def load_hf_dir(
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{directory}: no config.json (is this a Hugging Face model directory?)")
-    hf = json.loads(cfg_path.read_text())
+    hf = read_config_file(cfg_path)  # malformed JSON: an error naming the file
     cfg = config_from_hf(hf, where=str(cfg_path))
     gen_path = directory / "generation_config.json"
     if gen_path.is_file():
-        gen = json.loads(gen_path.read_text())
+        gen = read_config_file(gen_path)
         for key in ("bos_token_id", "eos_token_id"):
             if getattr(cfg, key) is None and _first_id(gen.get(key)) is not None:
                 setattr(cfg, key, _first_id(gen.get(key)))
     if dtype is not None:
-        cfg.dtype = dtype if isinstance(dtype, str) else {v: k for k, v in DTYPES.items()}[dtype]
+        cfg.dtype = dtype if isinstance(dtype, str) else {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
+        if cfg.dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     tensors = read_safetensors(directory)
     if "quantization_config" in hf:  # a quantized checkpoint (GPTQ layout): lmstack.quant rebuilds its layers
         from lmstack.quant.checkpoint import load_quantized
@@ -388,32 +493,40 @@ def _shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, 
 
 
 def save_pretrained(
-    model: Transformer, path: str | Path, tokenizer: Any = None, max_shard_bytes: int | None = None
+    model: Transformer,
+    path: str | Path,
+    tokenizer: Any = None,
+    max_shard_bytes: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `model` as an HF directory (atomically); see `Transformer.save_pretrained`."""
+    """Write `model` as an HF directory; see `Transformer.save_pretrained` and `save_target.py` for what may be
+    written where (a non-empty directory that is not an lmstack save needs `overwrite=True`)."""
     from safetensors.torch import save_file
 
-    cfg = model.config
+    cfg, path = model.config, Path(path)
+    ours = check_save_target(path, overwrite)
     family, tensors = state_dict_to_hf(model)
     tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}
-    path = Path(path)
-    with atomic_dir(path) as tmp:
+    meta = {"format": "pt", "saved_by": SAVED_BY}
+    with atomic_files(path) as tmp:
         shards = _shards(tensors, max_shard_bytes) if max_shard_bytes else [tensors]
         if len(shards) == 1:
-            save_file(shards[0], tmp / "model.safetensors", metadata={"format": "pt"})
+            save_file(shards[0], tmp / "model.safetensors", metadata=meta)
         else:
             weight_map = {}
             for i, shard in enumerate(shards, 1):
                 name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, tmp / name, metadata={"format": "pt"})
+                save_file(shard, tmp / name, metadata=meta)
                 weight_map.update(dict.fromkeys(shard, name))
             total = sum(t.numel() * t.element_size() for t in tensors.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            atomic_write_text(tmp / "model.safetensors.index.json", json.dumps(index, indent=2))
-        atomic_write_text(tmp / "config.json", json.dumps(config_to_hf(cfg), indent=2))
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
         gen = {k: getattr(cfg, k) for k in ("bos_token_id", "eos_token_id") if getattr(cfg, k) is not None}
-        atomic_write_text(tmp / "generation_config.json", json.dumps(gen, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
         if tokenizer is not None:
             tokenizer.save(tmp)
+        written = {f.name for f in tmp.iterdir()}
+    remove_stale_weights(path, written, ours)
     assert family in FAMILIES
     return path

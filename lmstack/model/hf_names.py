@@ -58,14 +58,43 @@ MIXTRAL: list[tuple[str, str]] = _LLAMA_COMMON + [
 ]
 LLAMA_IGNORED = (r"rotary_emb\.inv_freq$",)  # old checkpoints store the RoPE table as a buffer
 
+# BertModel (post-norm encoder): `attention.output.LayerNorm` normalizes after attention, `output.LayerNorm`
+# after the FFN; `embeddings.LayerNorm` is our `embed_norm`. BertForMaskedLM & co. prefix everything with "bert."
+BERT: list[tuple[str, str]] = [
+    ("embed.weight", "embeddings.word_embeddings.weight"),
+    ("pos_embed.weight", "embeddings.position_embeddings.weight"),
+    ("type_embed.weight", "embeddings.token_type_embeddings.weight"),
+    ("embed_norm.weight", "embeddings.LayerNorm.weight"),
+    ("embed_norm.bias", "embeddings.LayerNorm.bias"),
+    *[
+        (f"blocks.{{i}}.attn.{ours}_proj.{w}", f"encoder.layer.{{i}}.attention.self.{theirs}.{w}")
+        for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value"))
+        for w in ("weight", "bias")
+    ],
+    *[
+        (f"blocks.{{i}}.{ours}.{w}", f"encoder.layer.{{i}}.{theirs}.{w}")
+        for ours, theirs in (
+            ("attn.o_proj", "attention.output.dense"),
+            ("attn_norm", "attention.output.LayerNorm"),
+            ("ffn.up_proj", "intermediate.dense"),
+            ("ffn.down_proj", "output.dense"),
+            ("ffn_norm", "output.LayerNorm"),
+        )
+        for w in ("weight", "bias")
+    ],
+]
+# position_ids is a buffer; the pooler (tanh dense on [CLS]) and task heads (cls.*) are not part of the encoder
+BERT_IGNORED = (r"embeddings\.position_ids$", r"^pooler\.", r"^cls\.")
+
 TABLES: dict[str, list[tuple[str, str]]] = {
     "gpt2": GPT2,
     "llama": LLAMA,
     "mistral": LLAMA,
     "qwen2": LLAMA,
     "mixtral": MIXTRAL,
+    "bert": BERT,
 }
-IGNORED: dict[str, tuple[str, ...]] = {"gpt2": GPT2_IGNORED, "mixtral": LLAMA_IGNORED}
+IGNORED: dict[str, tuple[str, ...]] = {"gpt2": GPT2_IGNORED, "mixtral": LLAMA_IGNORED, "bert": BERT_IGNORED}
 
 
 def _regex(template: str) -> re.Pattern[str]:

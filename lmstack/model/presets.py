@@ -22,11 +22,11 @@ GPT2_STYLE: dict[str, Any] = dict(
 LLAMA_STYLE: dict[str, Any] = dict(norm="rmsnorm", position="rope", ffn="swiglu", bias=False, qkv_bias=False)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # unit tests and smoke runs: 2 layers, width 32, GQA 4/2, vocab 101
+    # unit tests and smoke runs: Llama style (RMSNorm, RoPE, SwiGLU), 2 layers, width 32, GQA 4/2, vocab 101
     "tiny": dict(vocab_size=101, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=64, **LLAMA_STYLE),
-    # the CPU speedrun (placeholder shape: the training engineer tunes it): ~3.4M non-embedding parameters
+    # the CPU speedrun's shape (configs/speedrun_cpu.yaml, measured in docs/log.md): ~0.8M non-embedding parameters
     "speedrun-cpu": dict(
-        vocab_size=4096, n_layers=4, d_model=256, n_heads=4, n_kv_heads=4, max_seq_len=256, **LLAMA_STYLE
+        vocab_size=4096, n_layers=4, d_model=128, n_heads=4, max_seq_len=128, tie_embeddings=True, **LLAMA_STYLE
     ),
     # GPT-2 small (Radford et al. 2019): 124M parameters with tied embeddings
     "gpt2-124m": dict(vocab_size=50257, n_layers=12, d_model=768, n_heads=12, max_seq_len=1024, **GPT2_STYLE),

@@ -1,6 +1,7 @@
 """The `Transformer`: one decoder (or encoder) language model whose every variant is set by `ModelConfig`.
 
-Reading order: embeddings (+ learned or sinusoidal positions) -> L blocks -> final norm -> LM head. A block is
+Reading order: embeddings (+ learned or sinusoidal positions, + token types, -> embedding norm) -> L blocks ->
+final norm -> LM head. A block is
     pre-norm  (GPT-2, Llama):      x = x + attn(norm1(x));  x = x + ffn(norm2(x))
     post-norm (Vaswani et al.):    x = norm1(x + attn(x));  x = norm2(x + ffn(x))   (no final norm)
 with RoPE or ALiBi applied inside attention and the FFN dense (GELU / SwiGLU) or a mixture of experts.
@@ -11,6 +12,9 @@ Forward contract (ARCHITECTURE.md): `model(input_ids, positions=None, cache=None
 `positions` (B, T) int64 with -1 for padding (default arange(T)); `cache` implements `lmstack.model.cache.KVCache`
 and receives each layer's keys/values after RoPE; `targets` (B, T) with -100 = ignore. `return_attention=True`
 forces the explicit-softmax path and returns every layer's attention weights (B, H, T, S) in `Output.attentions`.
+An encoder (BERT: `causal=False`, post-norm, `embed_norm`, `type_vocab_size=2`, `lm_head=False`) takes
+`token_type_ids` (B, T) and returns its last hidden states in `Output.hidden` (also on `return_hidden=True`);
+padding is positions = -1 there too (keys at -1 are never read).
 Left out: tensor/pipeline parallelism, encoder-decoder, MLM head (a later stage adds it on `causal=False`).
 """
 
@@ -39,11 +43,21 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class Output:
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor | None  # (B, T, V); None for an encoder without an LM head
     loss: torch.Tensor | None = None  # mean cross-entropy over targets != -100, plus `aux_loss` when present
     aux_loss: torch.Tensor | None = None  # MoE: coef * load-balancing + z_coef * z-loss, averaged over layers
     expert_load: list[RouterStats] | None = None  # MoE: per-layer router statistics (load per expert, drops)
     attentions: list[torch.Tensor] | None = None  # per-layer (B, H, T, S) weights when return_attention=True
+    hidden: torch.Tensor | None = None  # (B, T, D) after the final norm, when return_hidden=True or no LM head
+
+
+def check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """A clear error for token ids outside [0, vocab_size) (the embedding lookup would raise a bare IndexError)."""
+    if input_ids.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(input_ids))
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"input_ids: token id {lo if lo < 0 else hi} is outside the vocabulary [0, {vocab_size})")
 
 
 class Block(nn.Module):
@@ -101,6 +115,8 @@ class Transformer(nn.Module):
         cfg = self.config = config
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position == "learned" else None
+        self.type_embed = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.embed_norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.norm_bias) if cfg.embed_norm else None
         self.rope = None
         if cfg.position == "rope":
             self.rope = RotaryEmbedding(cfg.rope_dim, cfg.rope_theta, cfg.rope_scaling, cfg.max_seq_len)
@@ -112,7 +128,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         pre = cfg.norm_placement == "pre"
         self.norm = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.norm_bias) if pre else nn.Identity()
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False) if cfg.lm_head else None
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.apply(self._init_weights)
@@ -153,9 +169,13 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         targets: torch.Tensor | None = None,
         return_attention: bool = False,
+        token_type_ids: torch.Tensor | None = None,
+        return_hidden: bool = False,
     ) -> Output:
         """input_ids (B, T) -> Output with logits (B, T, V); see the module docstring for the contract."""
         B, T = input_ids.shape
+        if not torch.compiler.is_compiling():
+            check_ids(input_ids, self.config.vocab_size)
         plain_causal = positions is None and cache is None
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
@@ -169,6 +189,10 @@ class Transformer(nn.Module):
             x = x + self.pos_embed(positions.clamp(min=0))
         elif self.config.position == "sinusoidal":
             x = x + sinusoidal(positions.clamp(min=0), self.config.d_model).to(x.dtype)
+        if self.type_embed is not None:  # segment A = 0, B = 1 (BERT sentence pairs)
+            x = x + self.type_embed(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.drop(x)
         rope = self.rope(positions, x.dtype) if self.rope is not None else None
         stats, attentions = [], []
@@ -180,8 +204,12 @@ class Transformer(nn.Module):
                 x, s, w = block(x, *args)
             stats.append(s)
             attentions.append(w)
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
-        return self._output(logits, targets, stats, attentions if return_attention else None)
+        x = self.norm(x)  # (B, T, D)
+        logits = self.lm_head(x) if self.lm_head is not None else None  # (B, T, V)
+        out = self._output(logits, targets, stats, attentions if return_attention else None)
+        if return_hidden or logits is None:
+            out.hidden = x
+        return out
 
     def _output(
         self,
@@ -198,6 +226,8 @@ class Transformer(nn.Module):
             out.aux_loss = cfg.moe_aux_loss_coef * aux + cfg.moe_z_loss_coef * z
             out.expert_load = stats
         if targets is not None:
+            if logits is None:
+                raise ValueError("targets given to a model without an LM head (ModelConfig.lm_head=false)")
             V = logits.shape[-1]
             out.loss = F.cross_entropy(logits.float().view(-1, V), targets.reshape(-1), ignore_index=-100)
             if out.aux_loss is not None:
@@ -208,7 +238,8 @@ class Transformer(nn.Module):
         """Unique parameter count (a tied head counts once); optionally without token/position embeddings."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
-            n -= self.embed.weight.numel() + (self.pos_embed.weight.numel() if self.pos_embed is not None else 0)
+            for table in (self.embed, self.pos_embed, self.type_embed):
+                n -= table.weight.numel() if table is not None else 0
         return n
 
     @classmethod
@@ -221,9 +252,13 @@ class Transformer(nn.Module):
 
         return load_pretrained(path, dtype=dtype, device=device)
 
-    def save_pretrained(self, path: str | Path, tokenizer: Any = None, max_shard_bytes: int | None = None) -> Path:
-        """Write config.json, model.safetensors (HF names) and generation_config.json atomically to `path`; with
-        a tokenizer, also `tokenizer.save(path)`. `max_shard_bytes` splits weights into shards plus an index."""
+    def save_pretrained(
+        self, path: str | Path, tokenizer: Any = None, max_shard_bytes: int | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write config.json, model.safetensors (HF names) and generation_config.json to `path`, each file
+        atomically; with a tokenizer, also `tokenizer.save(path)`. `max_shard_bytes` splits weights into shards
+        plus an index. Only the files it writes are replaced; a non-empty directory that is not a previous
+        lmstack save is refused unless `overwrite=True` (`lmstack/model/save_target.py`)."""
         from lmstack.model.hf import save_pretrained
 
-        return save_pretrained(self, path, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes)
+        return save_pretrained(self, path, tokenizer=tokenizer, max_shard_bytes=max_shard_bytes, overwrite=overwrite)

@@ -159,6 +159,13 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from None
 
 
+def _token_id(value: Any, what: str, where: str) -> int:
+    """A token id from JSON: a non-negative integer (bools and floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{where}: {what} has id {value!r}; expected a non-negative integer")
+    return value
+
+
 def _check_model(model: Any, where: str) -> None:
     if not isinstance(model, dict) or model.get("type") != "BPE":
         got = model.get("type") if isinstance(model, dict) else model
@@ -182,9 +189,19 @@ def read_hf_json(path: Path) -> TokenizerSpec:
     _check_model(model, where)
     if doc.get("normalizer") is not None:
         raise ValueError(f"{where}: normalizer {doc['normalizer'].get('type')!r} is not supported")
-    special = {t["content"]: int(t["id"]) for t in doc.get("added_tokens") or []}
-    special_ids = set(special.values())
-    ranks = {str_to_token(s, where): int(i) for s, i in model["vocab"].items() if int(i) not in special_ids}
+    special = {t["content"]: _token_id(t.get("id"), f"added_tokens {t.get('content')!r}", where)
+               for t in doc.get("added_tokens") or []}  # fmt: skip
+    vocab = {s: _token_id(i, f"model.vocab {s!r}", where) for s, i in model["vocab"].items()}
+    by_id = {i: s for s, i in vocab.items()}
+    for text, i in special.items():  # an added token may repeat its own vocab entry, never take another's id
+        if i in by_id and by_id[i] != text:
+            raise ValueError(f"{where}: added token {text!r} has id {i}, which model.vocab gives to {by_id[i]!r}")
+    limit = 4 * len(set(vocab.values()) | set(special.values())) + 256
+    if max([*vocab.values(), *special.values()], default=0) >= limit:
+        biggest = max([*vocab.values(), *special.values()])
+        raise ValueError(f"{where}: token id {biggest} is far beyond the vocabulary's {len(vocab)} entries "
+                         "(ids must be dense: the embedding table would have that many rows)")  # fmt: skip
+    ranks = {str_to_token(s, where): i for s, i in vocab.items() if s not in special}
     merges: list[tuple[bytes, bytes]] = []
     for n, m in enumerate(model["merges"]):
         pair = m.split(" ") if isinstance(m, str) else m

@@ -16,6 +16,7 @@ Left out: HF split behaviours other than Isolated (Removed, MergedWith*), invert
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 
@@ -90,10 +91,25 @@ NAMED: dict[str, list[str]] = {
 }
 
 
+CUSTOM = "regex:"  # a custom split regex is spelled "regex:<pattern>", so a typo'd name is never taken as one
+
+
 def resolve_stages(pattern: str | list[str]) -> list[str]:
-    """A name from NAMED, one regex, or an ordered list of regexes -> the list of split stages (validated)."""
-    stages = NAMED[pattern] if isinstance(pattern, str) and pattern in NAMED else pattern
-    stages = [stages] if isinstance(stages, str) else list(stages)
+    """A name from NAMED, "regex:<one regex>", or an ordered list of regexes -> the split stages (validated)."""
+    if isinstance(pattern, str):
+        if pattern in NAMED:
+            stages = list(NAMED[pattern]) if not isinstance(NAMED[pattern], str) else [NAMED[pattern]]
+        elif pattern.startswith(CUSTOM):
+            stages = [pattern[len(CUSTOM) :]]
+        else:
+            close = difflib.get_close_matches(pattern, list(NAMED), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"pattern {pattern!r} is not a named pattern ({', '.join(sorted(NAMED))}); {hint}"
+                             f"a custom split regex is written '{CUSTOM}<regex>'")  # fmt: skip
+    elif isinstance(pattern, (list, tuple)) and all(isinstance(p, str) for p in pattern):
+        stages = list(pattern)
+    else:
+        raise ValueError(f"pattern: expected a name, '{CUSTOM}<regex>' or a list of regexes, got {pattern!r}")
     if not stages:
         raise ValueError("pattern: need at least one split regex")
     for s in stages:

@@ -20,16 +20,24 @@ so `decode(encode(s)) == s` holds for every string without lone surrogates.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lmstack.tokenizer.bpe import LONG_PIECE, merge_by_pair, merge_by_token, merge_long, merge_reference
-from lmstack.tokenizer.patterns import make_splitter, resolve_stages
+from lmstack.tokenizer.patterns import NAMED, make_splitter, resolve_stages
 from lmstack.tokenizer.special import SpecialSet, SpecialTokens
 
 CACHE_MAX = 1 << 18  # chunk cache entries before it is cleared
 EOS_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<|im_end|>")  # eos_id fallbacks, in order
 BOS_NAMES = ("<|startoftext|>", "<s>", "<|begin_of_text|>")  # bos_id fallbacks, in order
+
+
+def _documents(texts: Iterable[str]) -> Iterator[str]:
+    """The training documents, each checked to be a str as it streams past."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ValueError(f"texts[{i}]: expected str, got {type(t).__name__}")
+        yield t
 
 
 def replace_surrogates(text: str) -> str:
@@ -88,8 +96,10 @@ class Tokenizer:
     def from_tiktoken(
         cls, mergeable_ranks: dict[bytes, int], pattern: str | list[str], special_tokens: dict[str, int]
     ) -> Tokenizer:
-        """The equivalent of `tiktoken.Encoding(pat_str=pattern, mergeable_ranks=..., special_tokens=...)`."""
-        return cls(mergeable_ranks, pattern, special_tokens)
+        """The equivalent of `tiktoken.Encoding(pat_str=pattern, mergeable_ranks=..., special_tokens=...)`:
+        `pattern` is tiktoken's raw split regex (or one of our pattern names)."""
+        raw = isinstance(pattern, str) and pattern not in NAMED
+        return cls(mergeable_ranks, [pattern] if raw else pattern, special_tokens)
 
     @classmethod
     def train(
@@ -106,6 +116,9 @@ class Tokenizer:
         """
         from lmstack.tokenizer.trainer import train_bpe
 
+        if isinstance(texts, (str, bytes)):  # iterating would train on single characters
+            raise ValueError("texts: expected an iterable of documents (e.g. a list of str), got one str; pass [text]")
+        texts = _documents(texts)
         stages = resolve_stages(pattern)
         names = list(special_tokens or [])
         ranks = train_bpe(texts, vocab_size - len(names), stages, show_progress=show_progress)
@@ -216,17 +229,23 @@ class Tokenizer:
     # ---- decoding ---------------------------------------------------------------------------------------
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Ids -> the concatenated bytes of their tokens (special tokens give their text)."""
+        """Ids -> the concatenated bytes of their tokens (special tokens give their text). Takes a list of ints,
+        or a 1-D tensor / array of them."""
+        if hasattr(ids, "tolist") and not isinstance(ids, list):  # torch.Tensor, np.ndarray
+            ids = ids.tolist()
+            ids = [ids] if isinstance(ids, int) else ids
         ids = ids if isinstance(ids, list) else list(ids)
         try:
             return b"".join([self._decoder[i] for i in ids])
         except (KeyError, TypeError):
             bad = next(i for i in ids if not isinstance(i, int) or i not in self._decoder)
+            if not isinstance(bad, int):
+                raise ValueError(f"decode: expected a flat sequence of int token ids, got {bad!r}") from None
             raise ValueError(f"token id {bad!r} is not in this tokenizer (vocab_size={self.vocab_size})") from None
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text; bytes that are not valid UTF-8 become U+FFFD (never raises for valid ids)."""
-        return self.decode_bytes(list(ids)).decode("utf-8", errors="replace")
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def id_to_bytes(self, i: int) -> bytes:
         return self.decode_bytes([i])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,25 @@ def save_checkpoint(
         dist.barrier()
         return
     opt_tensors, groups = _flatten_optimizer(osd)
+    try:
+        _write(path, msd, opt_tensors, groups, state, expect, save_model)
+    except (OSError, SafetensorError) as e:  # disk full, quota, permissions: the previous checkpoint is intact
+        raise OSError(
+            f"cannot write checkpoint {path}: {_cause(e)}; the previous checkpoint (if any) is intact"
+        ) from None
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _cause(e: Exception) -> str:
+    """The OS's words for a failed write (safetensors wraps them in a Rust debug string)."""
+    m = re.search(r'message: "([^"]+)"', str(e))
+    return m.group(1) if m else (e.strerror if isinstance(e, OSError) and e.strerror else str(e))
+
+
+def _write(
+    path: str | Path, msd: dict, opt_tensors: dict, groups: list, state: dict, expect: dict, save_model: Any
+) -> None:
     with atomic_dir(path) as tmp:
         save_model(msd, tmp)  # config.json, model.safetensors, tokenizer files
         sd = tmp / STATE_DIR
@@ -112,8 +132,6 @@ def save_checkpoint(
             "sha256": {str(p.relative_to(tmp)): _sha256(p) for p in files},
         }
         atomic_write_text(sd / "state.json", json.dumps(record, indent=1, default=str))
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def read_state(path: str | Path) -> dict[str, Any]:

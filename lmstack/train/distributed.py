@@ -15,7 +15,9 @@ hybrid sharding, CPU offload.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -64,3 +66,28 @@ def all_ranks(value: float, world: int, op: str, device: str) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)  # nccl reduces only GPU tensors
     dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return float(t) / (world if op == "mean" else 1)
+
+
+def check_batch_split(batch_size: int, grad_accum: int, world: int) -> None:
+    """The global batch must split evenly into processes x micro-batches."""
+    if batch_size % (grad_accum * world):
+        raise ValueError(f"--batch_size={batch_size} is not divisible by grad_accum x processes = "
+                         f"{grad_accum} x {world}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def grad_sync(forward: Any, model: nn.Module, last: bool) -> Iterator[None]:
+    """Communicate gradients only on the last micro-batch of a step: DDP's `no_sync()` before it; FSDP2's
+    `set_requires_gradient_sync(last)` (reduce-scatter once). A plain model needs nothing."""
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(last)
+    if last or not hasattr(forward, "no_sync"):  # plain model, or DDP's last micro-batch
+        yield
+        return
+    with forward.no_sync():
+        yield
+
+
+def full_norm(norm: torch.Tensor) -> float:
+    """The global gradient norm as a float (FSDP2's clip_grad_norm_ returns a DTensor)."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

@@ -9,8 +9,9 @@ divided by `grad_accum`, DDP/FSDP average over ranks), so any (processes x accum
 batch computes the same update. Then: clip the global gradient norm, set the scheduled learning rate, AdamW step.
 Every `eval_every` steps: validation loss / perplexity / bits-per-byte (evaluate.py) and a sample (sample.py);
 every `ckpt_every` steps and at the end: an atomic checkpoint (checkpoint.py) from which `--resume` continues
-exactly. Ctrl-C saves a checkpoint and exits. The budget is `max_steps` or, when `train_seconds > 0`, wall-clock
-time spent in training steps (the schedule then runs over time: a "train for X minutes" speedrun).
+exactly. Ctrl-C or SIGTERM saves a checkpoint and exits 130. The budget is `max_steps` or, when
+`train_seconds > 0`, wall-clock time spent in training steps (the schedule then runs over time: a "train for X
+minutes" speedrun). A fresh run refuses an out_dir that holds a previous run unless `--overwrite`.
 
 Mixed precision: `dtype=bfloat16` runs the forward under `torch.autocast` with fp32 master weights, fp32 AdamW
 state and an fp32 loss; bf16 keeps fp32's exponent range, so no loss scaling is needed (fp16 would need it).
@@ -22,7 +23,7 @@ Leaves out: tensor/pipeline parallelism, multi-node launch logic (plain torchrun
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -35,20 +36,32 @@ import torch.distributed as dist
 import yaml
 
 from lmstack.common.atomic import atomic_write_text
-from lmstack.common.config import config_to_dict
+from lmstack.common.config import config_to_dict, section
 from lmstack.common.log import JsonlLogger, info, progress
+from lmstack.common.signals import interruptible
 from lmstack.data.batches import RandomBatches
-from lmstack.data.shards import ShardDataset
+from lmstack.data.shards import ShardDataset, tokenizer_sha256
 from lmstack.model import ModelConfig, Transformer
 from lmstack.tokenizer import Tokenizer
 from lmstack.train.checkpoint import load_checkpoint, read_state, save_checkpoint
-from lmstack.train.distributed import all_ranks, join_process_group, rank_slice, wrap
+from lmstack.train.distributed import (
+    all_ranks,
+    check_batch_split,
+    full_norm,
+    grad_sync,
+    join_process_group,
+    rank_slice,
+    wrap,
+)
 from lmstack.train.evaluate import evaluate
 from lmstack.train.optim import build_optimizer, set_lr
 from lmstack.train.sample import sample_ids
 from lmstack.train.schedule import Schedule, budget_fraction
 
 CKPT = "checkpoint"
+# ModelConfig fields the recipe sets itself: vocabulary and ids from the tokenizer, context from --seq_len, fp32
+# master weights (bf16 runs under autocast with --dtype).
+SET_BY_RECIPE = ("vocab_size", "max_seq_len", "dtype", "bos_token_id", "eos_token_id")
 
 
 @dataclass
@@ -57,20 +70,11 @@ class PretrainConfig:
     tokenizer_dir: str = ""  # tokenizer saved with checkpoints and used for samples; "" = <data_dir>/tokenizer
     out_dir: str = "runs/pretrain"  # metrics.jsonl, config.yaml, checkpoint/ go here
     resume: bool = False  # continue exactly from <out_dir>/checkpoint (an error if there is none)
-    overwrite: bool = False  # allow starting fresh over an existing <out_dir>/checkpoint
-    # model shape (see lmstack.model.ModelConfig)
-    n_layers: int = 4  # transformer blocks
-    d_model: int = 128  # residual width
-    n_heads: int = 4  # query heads
-    n_kv_heads: int = 0  # key/value heads; 0 = n_heads
-    d_ff: int = 0  # FFN hidden width; 0 = the model's default for the FFN type
-    seq_len: int = 128  # tokens per training window (and the model's context)
-    norm: str = "rmsnorm"  # rmsnorm | layernorm
-    position: str = "rope"  # rope | learned | sinusoidal | alibi | none
-    ffn: str = "swiglu"  # swiglu | gelu
-    tie_embeddings: bool = True  # output head shares the token embedding
-    dropout: float = 0.0  # dropout probability (0 for short pretraining runs)
-    activation_checkpointing: bool = False  # recompute blocks in backward: less memory, ~30% more compute
+    overwrite: bool = False  # start fresh over a previous run in <out_dir> (its checkpoint and metrics.jsonl)
+    # the network (every ModelConfig field: --model.n_layers=4, --model.rope_theta=5e5, ...)
+    model: ModelConfig = section(ModelConfig, fixed=SET_BY_RECIPE, n_layers=4, d_model=128, n_heads=4,
+                                 tie_embeddings=True)  # fmt: skip
+    seq_len: int = 128  # tokens per training window (and the model's context, model.max_seq_len)
     # batch and budget
     batch_size: int = 32  # sequences per optimizer step, summed over processes and accumulation micro-steps
     grad_accum: int = 1  # micro-batches per optimizer step (per process)
@@ -94,7 +98,7 @@ class PretrainConfig:
     sample_every: int = 0  # steps between samples (0 = only at the end)
     sample_tokens: int = 64  # tokens per sample
     sample_prompt: str = "\n"  # text the samples start from
-    ckpt_every: int = 0  # steps between checkpoints (0 = only at the end and on Ctrl-C)
+    ckpt_every: int = 0  # steps between checkpoints (0 = only at the end and on Ctrl-C / SIGTERM)
     stop_after: int = 0  # stop (with a checkpoint) after this many steps, as if interrupted; 0 = run the budget
     log_every: int = 10  # steps between metrics lines
     # execution
@@ -104,79 +108,112 @@ class PretrainConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     threads: int = 0  # torch CPU threads per process; 0 = CPU cores / processes
     seed: int = 1337  # model init and batch order
-    extra: dict[str, Any] = field(default_factory=dict)  # more ModelConfig fields, e.g. {"rope_theta": 5e5}
 
     def __post_init__(self) -> None:
-        positive = ("n_layers", "d_model", "n_heads", "seq_len", "batch_size", "grad_accum", "max_steps")
-        for name in positive:
+        for name in ("seq_len", "batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name}: got {getattr(self, name)}, expected > 0")
-        for name in (
-            "train_seconds",
-            "stop_after",
-            "weight_decay",
-            "grad_clip",
-            "eval_every",
-            "sample_every",
-            "ckpt_every",
-        ):
+        for name in ("train_seconds", "stop_after", "weight_decay", "grad_clip", "eval_every", "sample_every",
+                     "ckpt_every", "threads", "final_eval_tokens"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name}: got {getattr(self, name)}, expected >= 0")
+        for name in ("log_every", "eval_tokens", "eval_batch_size", "sample_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name}: got {getattr(self, name)}, expected > 0")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"--grad_accum: {self.grad_accum} does not divide --batch_size={self.batch_size}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"--dtype: got {self.dtype!r}, expected float32 or bfloat16 (fp16 needs loss scaling)")
+        if self.model.dtype != "float32":
+            raise ValueError(f"--model.dtype={self.model.dtype!r}: training keeps fp32 weights; use --dtype=bfloat16")
         if not 0 < self.beta1 < 1 or not 0 < self.beta2 < 1:
             raise ValueError(f"--beta1/--beta2: got {self.beta1}, {self.beta2}, expected in (0, 1)")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite contradict each other; pick one")
         self.lr_schedule()  # validates lr, schedule, warmup_frac, min_lr_ratio, decay_frac
-        self.model_config(vocab_size=256)  # validates the shape fields
 
     def lr_schedule(self) -> Schedule:
         return Schedule(self.schedule, self.lr, self.warmup_frac, self.min_lr_ratio, self.decay_frac)  # type: ignore
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
-        kw = dict(self.extra)
-        if self.n_kv_heads:
-            kw["n_kv_heads"] = self.n_kv_heads
-        if self.d_ff:
-            kw["d_ff"] = self.d_ff
-        try:
-            return ModelConfig(
-                vocab_size=vocab_size, n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
-                max_seq_len=self.seq_len, norm=self.norm, position=self.position, ffn=self.ffn,
-                tie_embeddings=self.tie_embeddings, dropout=self.dropout,
-                activation_checkpointing=self.activation_checkpointing, **kw,
-            )  # fmt: skip
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"model shape: {e}") from None
+    def model_config(self, tok: Tokenizer) -> ModelConfig:
+        """The network's config for this tokenizer: its vocabulary and EOS/BOS ids, `seq_len` positions."""
+        return dataclasses.replace(self.model, vocab_size=tok.vocab_size, max_seq_len=self.seq_len, dtype="float32",
+                                   eos_token_id=tok.eos_id, bos_token_id=tok.bos_id)  # fmt: skip
 
 
-# ---- setup: processes, data, model ---------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Training progress: saved in every checkpoint, restored by --resume."""
+
+    step: int = 0  # optimizer steps done
+    tokens_seen: int = 0  # training tokens consumed
+    elapsed_s: float = 0.0  # seconds spent in training steps (the time budget's clock)
+    data: dict[str, Any] = field(default_factory=dict)  # batch stream position before the step in progress
+
+
+@dataclass
+class Run:
+    """Everything the loop reads, built once by `train`."""
+
+    cfg: PretrainConfig
+    model: torch.nn.Module  # the module whose parameters train (unwrapped)
+    forward: Any  # what runs forward: the model, DDP around it, or compiled
+    opt: torch.optim.Optimizer
+    batches: RandomBatches  # the global batch stream (identical on every rank)
+    val: ShardDataset
+    tok: Tokenizer
+    log: JsonlLogger
+    ckpt: Path
+    identity: dict[str, Any]  # what a resume must match (checkpoint.check_expect)
+    rank: int
+    world: int
+    device: str
+
+
+# ---- setup: processes, output directory, data, model -----------------------------------------------------------
 
 
 def setup_distributed(cfg: PretrainConfig) -> tuple[int, int, str]:
     """(rank, world size, device); joins the torchrun process group when WORLD_SIZE > 1; sets CPU threads."""
     rank, world, device = join_process_group(cfg.device)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
-    if cfg.batch_size % (cfg.grad_accum * world):
-        raise ValueError(f"--batch_size={cfg.batch_size} is not divisible by grad_accum x processes = "
-                         f"{cfg.grad_accum} x {world}")  # fmt: skip
+    check_batch_split(cfg.batch_size, cfg.grad_accum, world)
     return rank, world, device
 
 
+def check_out_dir(cfg: PretrainConfig) -> None:
+    """A fresh run never silently replaces a previous one: its checkpoint or its metrics need --overwrite."""
+    out = Path(cfg.out_dir)
+    if cfg.resume or cfg.overwrite:
+        return
+    for name in (CKPT, "metrics.jsonl"):
+        if (out / name).exists():
+            raise ValueError(f"--out_dir: {out} already holds a run ({out / name}); pass --resume to continue it "
+                             "(needs a checkpoint) or --overwrite to start over")  # fmt: skip
+
+
 def load_data(cfg: PretrainConfig) -> tuple[ShardDataset, ShardDataset, Tokenizer]:
+    """Train/val shards and the tokenizer that made them (a different tokenizer is refused, not trained on)."""
     data_dir = Path(cfg.data_dir)
     if not (data_dir / "manifest.json").is_file():
         raise FileNotFoundError(f"--data_dir: no shards at {data_dir} (expected manifest.json; run prepare-data)")
     train, val = ShardDataset(data_dir, "train"), ShardDataset(data_dir, "val")
-    tok = Tokenizer.load(cfg.tokenizer_dir or data_dir / "tokenizer")
+    tok_dir = Path(cfg.tokenizer_dir or data_dir / "tokenizer")
+    tok = Tokenizer.load(tok_dir)
+    expected = train.manifest.get("tokenizer_sha256")
+    if expected and tokenizer_sha256(tok) != expected:
+        raise ValueError(f"--tokenizer_dir: {tok_dir} is not the tokenizer that wrote the shards in {data_dir} "
+                         "(sha256 differs from manifest.json); use that one or prepare the data again")  # fmt: skip
+    if tok.vocab_size != train.manifest["vocab_size"]:
+        raise ValueError(f"--tokenizer_dir: {tok_dir} has {tok.vocab_size} tokens, the shards "
+                         f"{train.manifest['vocab_size']}")  # fmt: skip
     return train, val, tok
 
 
-def build_model(cfg: PretrainConfig, vocab_size: int, world: int, device: str) -> tuple[torch.nn.Module, Any]:
+def build_model(cfg: PretrainConfig, model_cfg: ModelConfig, world: int, device: str) -> tuple[torch.nn.Module, Any]:
     """(the module whose parameters train, the callable that runs forward): wrapped for DDP/FSDP, compiled."""
     torch.manual_seed(cfg.seed)  # identical init on every rank
-    model = Transformer(cfg.model_config(vocab_size)).to(device)
+    model = Transformer(model_cfg).to(device)
     forward = wrap(model, model.blocks, world, cfg.fsdp)  # DDP / FSDP2 under torchrun
     if cfg.compile:
         forward = torch.compile(forward)
@@ -206,22 +243,16 @@ def train_step(
     total = 0.0
     amp = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
     for i in range(cfg.grad_accum):
-        last = i == cfg.grad_accum - 1
-        sync = contextlib.nullcontext() if last or not hasattr(forward, "no_sync") else forward.no_sync()
-        if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-batch
-            model.set_requires_gradient_sync(last)
         xs, ys = x[i * micro : (i + 1) * micro], y[i * micro : (i + 1) * micro]  # (micro, T)
-        with sync, amp:
-            out = forward(xs, targets=ys)
-            loss = out.loss / cfg.grad_accum  # mean over the whole step's tokens
+        with grad_sync(forward, model, last=i == cfg.grad_accum - 1), amp:  # all-reduce on the last only
+            loss = forward(xs, targets=ys).loss / cfg.grad_accum  # mean over the whole step's tokens
         loss.backward()
         total += loss.item()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2 returns a DTensor
     set_lr(opt, lr)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return total, float(norm)
+    return total, full_norm(norm)
 
 
 # ---- evaluation, samples, checkpoints ----------------------------------------------------------------------
@@ -240,18 +271,25 @@ def run_sample(model: Any, cfg: PretrainConfig, tok: Tokenizer, device: str) -> 
     return cfg.sample_prompt + tok.decode(new)
 
 
-def checkpoint_fns(cfg: PretrainConfig, model_cfg: ModelConfig, tok: Tokenizer) -> tuple[Any, Any]:
-    """(save_model(state_dict, dir), load_weights(dir) -> state_dict): the HF directory half of a checkpoint."""
+def save(run: Run, state: TrainState) -> None:
+    """An atomic checkpoint of the model (HF directory, tokenizer, EOS in its configs) and the training state."""
 
     def save_model(msd: dict[str, torch.Tensor], d: Path) -> None:
-        plain = Transformer(model_cfg)  # an unwrapped, unsharded copy holding the gathered weights
+        plain = Transformer.without_init(run.model.config)  # unwrapped, unsharded, holding the gathered weights
         plain.load_state_dict(msd)
-        plain.save_pretrained(d, tokenizer=tok)
+        plain.save_pretrained(d, tokenizer=run.tok)
 
-    def load_weights(d: Path) -> dict[str, torch.Tensor]:
-        return Transformer.from_pretrained(d).state_dict()
+    save_checkpoint(run.ckpt, run.model, run.opt, dataclasses.asdict(state), run.identity, save_model)
 
-    return save_model, load_weights
+
+def restore(run: Run) -> TrainState:
+    """Model, optimizer and RNG from <out_dir>/checkpoint; the batch stream rewinds to the saved position."""
+    read_state(run.ckpt)  # a clear error first if it is missing or corrupted
+    weights = Transformer.from_pretrained(run.ckpt).state_dict()
+    saved = load_checkpoint(run.ckpt, run.model, run.opt, run.identity, weights)
+    state = TrainState(**{f.name: saved[f.name] for f in dataclasses.fields(TrainState)})
+    run.batches.load_state_dict(state.data)
+    return state
 
 
 # ---- the recipe -----------------------------------------------------------------------------------------------
@@ -260,54 +298,41 @@ def checkpoint_fns(cfg: PretrainConfig, model_cfg: ModelConfig, tok: Tokenizer) 
 def train(cfg: PretrainConfig) -> dict[str, Any]:
     """Run pretraining; return the final metrics (val_loss, val_bpb, tokens_seen, train_s, ...)."""
     rank, world, device = setup_distributed(cfg)
-    out = Path(cfg.out_dir)
-    ckpt = out / CKPT
-    if not cfg.resume and ckpt.exists() and not cfg.overwrite:
-        raise ValueError(f"--out_dir: {out} already has a checkpoint; pass --resume to continue or --overwrite")
+    check_out_dir(cfg)
     train_ds, val_ds, tok = load_data(cfg)
-    model_cfg = cfg.model_config(tok.vocab_size)
-    model, forward = build_model(cfg, tok.vocab_size, world, device)
+    model_cfg = cfg.model_config(tok)
+    model, forward = build_model(cfg, model_cfg, world, device)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    schedule = cfg.lr_schedule()
-    batches = RandomBatches(train_ds.tokens, cfg.batch_size, cfg.seq_len, cfg.seed)  # the global batch stream
-    identity = run_identity(cfg, model_cfg, train_ds)
-    save_model, load_weights = checkpoint_fns(cfg, model_cfg, tok)
-    state: dict[str, Any] = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "data": batches.state_dict()}
-    if cfg.resume:
-        read_state(ckpt)  # clear error first if missing or corrupted
-        state = load_checkpoint(ckpt, model, opt, identity, load_weights(ckpt))
-        batches.load_state_dict(state["data"])
+    batches = RandomBatches(train_ds.tokens, cfg.batch_size, cfg.seq_len, cfg.seed)
+    out = Path(cfg.out_dir)
+    log = JsonlLogger(out / "metrics.jsonl" if rank == 0 else None, append=cfg.resume)  # --overwrite: truncate
+    run = Run(cfg, model, forward, opt, batches, val_ds, tok, log, out / CKPT,
+              run_identity(cfg, model_cfg, train_ds), rank, world, device)  # fmt: skip
+    state = restore(run) if cfg.resume else TrainState(data=batches.state_dict())
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    log = JsonlLogger(out / "metrics.jsonl" if rank == 0 else None, append=cfg.resume)
-    n_params = sum(p.numel() for p in unique_params(model))
-    if rank == 0:
+        n_params = sum(p.numel() for p in unique_params(model))
         mode = "" if world == 1 else (" (FSDP2 fully_shard)" if cfg.fsdp else " (DDP)")
         info(f"pretrain: {n_params / 1e6:.2f} M parameters, {world} process(es){mode} on {device}, "
              f"{cfg.batch_size} x {cfg.seq_len} tokens per step, budget "
              f"{f'{cfg.train_seconds:.0f} s' if cfg.train_seconds else f'{cfg.max_steps} steps'}")  # fmt: skip
-
-    def save() -> None:  # state["data"] is the batch stream's position before the step in progress
-        save_checkpoint(ckpt, model, opt, state, identity, save_model)
-
     interrupted = False
-    try:
-        loop(cfg, state, forward, model, opt, schedule, batches, val_ds, tok, log, save, rank, world, device)
-    except KeyboardInterrupt:
-        interrupted = True
-        if rank == 0:
-            info(f"pretrain: interrupted at step {state['step']}; saving {ckpt}")
-    save()
-    if interrupted or (cfg.stop_after and state["step"] >= cfg.stop_after and not budget_spent(cfg, state)):
-        return {**state, "interrupted": interrupted, "stopped": True}
+    with interruptible():  # SIGTERM (kill, docker stop, schedulers) takes the Ctrl-C path: save, exit 130
+        try:
+            loop(run, state)
+        except KeyboardInterrupt:
+            interrupted = True
+            if rank == 0:
+                info(f"pretrain: interrupted at step {state.step}; saving {run.ckpt}")
+        save(run, state)
+    if interrupted or (cfg.stop_after and state.step >= cfg.stop_after and not budget_spent(cfg, state)):
+        return {**dataclasses.asdict(state), "interrupted": interrupted, "stopped": True}
     final = run_eval(model, cfg, val_ds, device, final=True)  # the plain module: no recompiles for eval shapes
     sample = run_sample(model, cfg, tok, device)
-    log.log(step=state["step"], final=True, **final, sample=sample)
-    tokens_per_s = state["tokens_seen"] / max(state["elapsed_s"], 1e-9)
-    return {**final, "params": n_params, "tokens_seen": state["tokens_seen"], "steps": state["step"],
-            "train_s": state["elapsed_s"], "tokens_per_s": tokens_per_s, "sample": sample,
-            "world_size": world, "vocab_size": tok.vocab_size}  # fmt: skip
+    log.log(step=state.step, final=True, **final, sample=sample)
+    return {**final, "params": sum(p.numel() for p in unique_params(model)), "tokens_seen": state.tokens_seen,
+            "steps": state.step, "train_s": state.elapsed_s, "tokens_per_s": state.tokens_seen / max(state.elapsed_s,
+            1e-9), "sample": sample, "world_size": world, "vocab_size": tok.vocab_size}  # fmt: skip
 
 
 def unique_params(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -315,55 +340,57 @@ def unique_params(model: torch.nn.Module) -> list[torch.Tensor]:
     return list({id(p): p for p in model.parameters()}.values())
 
 
-def loop(
-    cfg: PretrainConfig, state: dict[str, Any], forward: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
-    schedule: Schedule, batches: RandomBatches, val_ds: ShardDataset, tok: Tokenizer, log: JsonlLogger,
-    save: Any, rank: int, world: int, device: str,
-) -> None:  # fmt: skip
-    """Optimizer steps until the budget is spent; mutates `state` (step, tokens_seen, elapsed_s) as it goes."""
+def loop(run: Run, state: TrainState) -> None:
+    """Optimizer steps until the budget is spent; mutates `state` as it goes."""
+    cfg = run.cfg
     timed = cfg.train_seconds > 0
-    bar = progress(total=int(cfg.train_seconds) if timed else cfg.max_steps, disable=rank != 0 or None,
-                   initial=int(state["elapsed_s"]) if timed else state["step"],
-                   unit="s" if timed else "step")  # fmt: skip
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    last_dt = state["elapsed_s"] / max(state["step"], 1)  # seconds per step so far (0 on a fresh start)
-    while not budget_spent(cfg, state) and not (cfg.stop_after and state["step"] >= cfg.stop_after):
-        state["data"] = batches.state_dict()  # saved by a Ctrl-C mid-step, so the resume redraws this batch
+    bar = progress(total=int(cfg.train_seconds) if timed else cfg.max_steps, disable=run.rank != 0 or None,
+                   initial=int(state.elapsed_s) if timed else state.step, unit="s" if timed else "step")  # fmt: skip
+    schedule, tokens_per_step = cfg.lr_schedule(), cfg.batch_size * cfg.seq_len
+    last_dt = state.elapsed_s / max(state.step, 1)  # seconds per step so far (0 on a fresh start)
+    while not budget_spent(cfg, state) and not (cfg.stop_after and state.step >= cfg.stop_after):
+        state.data = run.batches.state_dict()  # saved by an interrupt mid-step, so the resume redraws this batch
         # time budget: the fraction done at the end of this step, estimated with the previous step's duration
-        t = budget_fraction(state["step"], cfg.max_steps, state["elapsed_s"] + last_dt, cfg.train_seconds)
-        lr = schedule.lr(t)
-        x, y = next(batches)  # (batch_size, T): the global batch, identical on every rank
-        x, y = rank_slice(x, rank, world).to(device), rank_slice(y, rank, world).to(device)
+        lr = schedule.lr(budget_fraction(state.step, cfg.max_steps, state.elapsed_s + last_dt, cfg.train_seconds))
+        x, y = next(run.batches)  # (batch_size, T): the global batch, identical on every rank
+        x, y = rank_slice(x, run.rank, run.world).to(run.device), rank_slice(y, run.rank, run.world).to(run.device)
         t0 = time.perf_counter()
-        loss, norm = train_step(forward, model, opt, x, y, cfg, lr)
-        dt = last_dt = all_ranks(time.perf_counter() - t0, world, "max", device)  # one clock: ranks stop together
-        loss = all_ranks(loss, world, "mean", device)  # the global batch's loss, not this rank's slice's
-        state.update(step=state["step"] + 1, tokens_seen=state["tokens_seen"] + tokens_per_step,
-                     elapsed_s=state["elapsed_s"] + dt, data=batches.state_dict())  # fmt: skip
-        bar.update(int(state["elapsed_s"]) - bar.n if timed else 1)
-        if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-            tps = tokens_per_step / dt
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}", refresh=False)
-            log.log(step=state["step"], loss=loss, lr=lr, grad_norm=norm, tokens_seen=state["tokens_seen"],
-                    tokens_per_s=tps, elapsed_s=state["elapsed_s"])  # fmt: skip
+        loss, norm = train_step(run.forward, run.model, run.opt, x, y, cfg, lr)
+        dt = last_dt = all_ranks(time.perf_counter() - t0, run.world, "max", run.device)  # ranks stop together
+        loss = all_ranks(loss, run.world, "mean", run.device)  # the global batch's loss, not this rank's slice's
+        state.step, state.tokens_seen, state.elapsed_s = state.step + 1, state.tokens_seen + tokens_per_step, \
+            state.elapsed_s + dt  # fmt: skip
+        state.data = run.batches.state_dict()
+        bar.update(int(state.elapsed_s) - bar.n if timed else 1)
+        if state.step % cfg.log_every == 0 or state.step == 1:
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / dt:.0f}", refresh=False)
+            run.log.log(step=state.step, loss=loss, lr=lr, grad_norm=norm, tokens_seen=state.tokens_seen,
+                        tokens_per_s=tokens_per_step / dt, elapsed_s=state.elapsed_s)  # fmt: skip
         if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {state['step']}; lower --lr or raise --warmup_frac")
-        step, done = state["step"], budget_spent(cfg, state)
-        if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            ev = run_eval(model, cfg, val_ds, device, final=False)
-            log.log(step=step, tokens_seen=state["tokens_seen"], elapsed_s=state["elapsed_s"], **ev)
-            bar.set_postfix(loss=f"{loss:.3f}", val_bpb=f"{ev['val_bpb']:.3f}", refresh=False)
-        if cfg.sample_every and step % cfg.sample_every == 0 and not done:
-            log.log(step=step, sample=run_sample(model, cfg, tok, device))
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not done:
-            save()
+            raise FloatingPointError(f"loss is {loss} at step {state.step}; lower --lr or raise --warmup_frac")
+        periodic(run, state, loss, bar)
     bar.close()
 
 
-def budget_spent(cfg: PretrainConfig, state: dict[str, Any]) -> bool:
+def periodic(run: Run, state: TrainState, loss: float, bar: Any) -> None:
+    """Validation estimate, sample and checkpoint at their intervals (not on the last step: `train` does those)."""
+    cfg, step = run.cfg, state.step
+    if budget_spent(cfg, state):
+        return
+    if cfg.eval_every and step % cfg.eval_every == 0:
+        ev = run_eval(run.model, cfg, run.val, run.device, final=False)
+        run.log.log(step=step, tokens_seen=state.tokens_seen, elapsed_s=state.elapsed_s, **ev)
+        bar.set_postfix(loss=f"{loss:.3f}", val_bpb=f"{ev['val_bpb']:.3f}", refresh=False)
+    if cfg.sample_every and step % cfg.sample_every == 0:
+        run.log.log(step=step, sample=run_sample(run.model, cfg, run.tok, run.device))
+    if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+        save(run, state)
+
+
+def budget_spent(cfg: PretrainConfig, state: TrainState) -> bool:
     if cfg.train_seconds > 0:
-        return state["elapsed_s"] >= cfg.train_seconds
-    return state["step"] >= cfg.max_steps
+        return state.elapsed_s >= cfg.train_seconds
+    return state.step >= cfg.max_steps
 
 
 def main(cfg: PretrainConfig) -> int:
@@ -380,13 +407,6 @@ def main(cfg: PretrainConfig) -> int:
 if __name__ == "__main__":
     import sys
 
-    from lmstack.common.config import ConfigError, format_help, load_config
+    from lmstack.cli import main as cli_main
 
-    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
-        print(format_help(PretrainConfig, "python -m lmstack.train.pretrain", __doc__.split("\n\n")[0]))
-        sys.exit(0)
-    try:
-        config = load_config(PretrainConfig, sys.argv[1:])
-    except (ConfigError, FileNotFoundError) as err:
-        sys.exit(f"pretrain: error: {err}")
-    sys.exit(main(config))
+    sys.exit(cli_main(["pretrain", *sys.argv[1:]]))

@@ -32,6 +32,7 @@ import torch
 
 from lmstack.common.atomic import atomic_write_bytes, atomic_write_text
 from lmstack.common.log import info, read_jsonl
+from lmstack.model import ModelConfig
 from lmstack.train.corpus_shards import corpus_shards
 from lmstack.train.pretrain import PretrainConfig, train
 
@@ -148,12 +149,13 @@ def run_one(cfg: ScalingConfig, data_dir: Path, spec: str, budget: int) -> dict[
     steps = max(1, budget // (cfg.seq_len * cfg.batch_size))
     pcfg = PretrainConfig(
         data_dir=str(data_dir), out_dir=str(Path(cfg.out_dir) / "runs" / f"{spec}_{budget}"), overwrite=True,
-        n_layers=layers, d_model=width, n_heads=width // 32, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+        model=ModelConfig(n_layers=layers, d_model=width, n_heads=width // 32, tie_embeddings=True),
+        seq_len=cfg.seq_len, batch_size=cfg.batch_size,
         max_steps=steps, lr=cfg.lr, warmup_frac=0.05, dtype=cfg.dtype, eval_every=0, seed=cfg.seed,
         final_eval_tokens=cfg.eval_tokens, sample_tokens=1, log_every=max(1, steps // 20),
     )  # fmt: skip
     result = train(pcfg)
-    n = non_embedding_params(layers, width, pcfg.model_config(result["vocab_size"]).d_ff)
+    n = non_embedding_params(layers, width, pcfg.model.d_ff)
     return {"model": spec, "budget": budget, "n": n, "d": result["tokens_seen"], "params": result["params"],
             "compute": 6 * n * result["tokens_seen"], "val_loss": result["val_loss"], "val_bpb": result["val_bpb"],
             "train_s": result["train_s"]}  # fmt: skip

@@ -61,14 +61,16 @@ class SpeedrunConfig(PretrainConfig):
 def pretrain_config(cfg: SpeedrunConfig, data_dir: Path) -> PretrainConfig:
     """The PretrainConfig part of the speedrun config, pointed at the speedrun's own data directory."""
     values = {f.name: getattr(cfg, f.name) for f in fields(PretrainConfig)}
-    return PretrainConfig(**{**values, "data_dir": str(data_dir), "tokenizer_dir": str(data_dir / "tokenizer")})
+    values |= {"data_dir": str(data_dir), "tokenizer_dir": str(data_dir / "tokenizer"), "overwrite": False}
+    return PretrainConfig(**values)  # the previous run's files were removed by `clear_previous_run`
 
 
 def plan(cfg: SpeedrunConfig) -> str:
+    m = cfg.model
     budget = f"{cfg.train_seconds:.0f} s of training" if cfg.train_seconds else f"{cfg.max_steps} steps"
     return (
         f"speedrun plan: corpus {cfg.corpus} -> BPE {cfg.vocab_size} -> shards -> "
-        f"{cfg.n_layers}L x {cfg.d_model}D x {cfg.n_heads}H ({cfg.ffn}, {cfg.position}, {cfg.norm}) "
+        f"{m.n_layers}L x {m.d_model}D x {m.n_heads}H ({m.ffn}, {m.position}, {m.norm}) "
         f"on {cfg.batch_size} x {cfg.seq_len} tokens/step, {budget} at lr {cfg.lr:g} ({cfg.schedule}), "
         f"{cfg.dtype} -> full validation (bits/byte) -> samples -> {cfg.out_dir}/report.md"
     )
@@ -77,12 +79,8 @@ def plan(cfg: SpeedrunConfig) -> str:
 def main(cfg: SpeedrunConfig) -> int:
     t_start = time.perf_counter()
     out = Path(cfg.out_dir)
-    if not cfg.resume and out.exists() and any(out.iterdir()):
-        if not any((out / m).exists() for m in ("data", "metrics.jsonl", "report.json", "checkpoint")):
-            raise ValueError(f"--out_dir: {out} is not empty and not a speedrun directory; choose another")
-        if not cfg.overwrite and (out / "checkpoint").exists():
-            raise ValueError(f"--out_dir: {out} holds a previous run; pass --overwrite to replace it or --resume")
-        shutil.rmtree(out)  # a previous (partial) speedrun: start clean
+    if not cfg.resume:
+        clear_previous_run(out, cfg.overwrite)
     data_dir = out / "data"
     info(plan(cfg))
 
@@ -110,6 +108,20 @@ def main(cfg: SpeedrunConfig) -> int:
     print(f"val_bpb={figures['val_bpb']:.4f} val_loss={figures['val_loss']:.4f} wall_s={wall_s:.1f} "
           f"train_s={figures['train_s']:.1f} tokens_seen={figures['tokens_seen']} report={path}")  # fmt: skip
     return 0
+
+
+RUN_FILES = ("data", "checkpoint", "metrics.jsonl", "config.yaml", "report.md", "report.json", "loss.png")
+
+
+def clear_previous_run(out: Path, overwrite: bool) -> None:
+    """A fresh speedrun needs `out` free of a previous run's files: refused unless --overwrite, which removes
+    exactly the files a speedrun writes (RUN_FILES) and nothing else a user put there."""
+    previous = [out / name for name in RUN_FILES if (out / name).exists()]
+    if previous and not overwrite:
+        raise ValueError(f"--out_dir: {out} holds a previous run ({previous[0].name}, ...); pass --resume to "
+                         "continue it or --overwrite to replace it")  # fmt: skip
+    for path in previous:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def extra_samples(cfg: SpeedrunConfig, ckpt: Path, tok: Tokenizer, n: int) -> list[str]:

@@ -48,3 +48,22 @@ def test_atomic_write_has_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_atomic_files_replace_only_what_they_write(tmp_path):
+    from lmstack.common.atomic import atomic_files
+
+    target = tmp_path / "out"
+    with atomic_files(target) as d:  # a new directory appears complete
+        (d / "a.txt").write_text("one")
+    (target / "mine.txt").write_text("user file")
+    with atomic_files(target) as d:
+        (d / "a.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "mine.txt"]  # nothing else removed, no debris
+    assert (target / "a.txt").read_text() == "two"
+    with pytest.raises(RuntimeError):
+        with atomic_files(target) as d:
+            (d / "a.txt").write_text("three")
+            raise RuntimeError("crash mid-save")
+    assert (target / "a.txt").read_text() == "two"
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "mine.txt"]

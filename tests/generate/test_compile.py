@@ -4,21 +4,15 @@ first compile takes tens of seconds on a shared CPU."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from lmstack.generate import SamplingParams, generate
 from lmstack.generate.cli import maybe_compile
-from lmstack.model import ModelConfig, Transformer
 
 pytestmark = pytest.mark.slow
 
 
-def test_compiled_model_generates_the_same_tokens():
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=101, max_seq_len=64)
-    model = Transformer(cfg).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20)
+def test_compiled_model_generates_the_same_tokens(tiny_model):
+    model = tiny_model(sharpen=True)
     fast = maybe_compile(model, True)
     assert fast is not model and maybe_compile(model, False) is model
     prompts = [[5, 9, 2, 7, 7, 1], [3], [10, 20, 30, 40, 50, 60, 70, 80, 90, 15]]

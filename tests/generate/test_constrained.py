@@ -208,3 +208,23 @@ def test_constraint_closes_in_time_and_caches_states(setup):
     assert len(c.cache) == n  # cached
     ids = [i for i, t in enumerate(token_texts(tok, model.config.vocab_size)) if t is None]
     assert tok.pieces.index(b"\xc3") in ids and tok.eos_id in ids  # split UTF-8 and specials never allowed
+
+
+def test_incomplete_output_is_never_returned_silently(setup):
+    """A budget too small for any valid output: `generate` raises (with the outputs), a stream flags the row."""
+    from lmstack.generate import IncompleteOutputError, stream_generate
+
+    model, tok = setup
+    p = SamplingParams(max_new_tokens=2, temperature=0, regex=r"\d{3}-\d{4}", stop_token_ids=[tok.eos_id])
+    with pytest.raises(IncompleteOutputError, match="row\\(s\\) \\[0\\]") as err:
+        generate(model, [tok.encode("x")], p, tokenizer=tok)
+    assert err.value.finish_reasons == ["length"] and len(err.value.outputs) == 1
+    stats = GenerationStats()
+    outs = generate(model, [tok.encode("x")], p, tokenizer=tok, stats=stats, allow_incomplete=True)
+    assert stats.finish_reasons == ["length"] and not re.fullmatch(r"\d{3}-\d{4}", tok.decode(outs[0]))
+    last = list(stream_generate(model, tok.encode("x"), p, tokenizer=tok))[-1]
+    assert last.token == -1 and last.finish_reason == "length"
+    # with room, the same request completes: finish_reason "stop" and a valid output
+    stats = GenerationStats()
+    outs = generate(model, [tok.encode("x")], p.replace(max_new_tokens=20), tokenizer=tok, stats=stats)
+    assert stats.finish_reasons == ["stop"] and re.fullmatch(r"\d{3}-\d{4}", tok.decode(outs[0]))

@@ -7,19 +7,14 @@ import torch
 
 from lmstack.generate import ContiguousKVCache, GenerationStats, SamplingParams, generate, stream_generate
 from lmstack.generate.stop import TextTracker
-from lmstack.model import ModelConfig, Transformer
+from lmstack.model import Transformer
 
 from .mocks import ScriptedModel, ascii_tokenizer
 
 
 @pytest.fixture(scope="module")
-def model() -> Transformer:
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=101, max_seq_len=64)
-    m = Transformer(cfg).eval()
-    with torch.no_grad():  # sharper logits than the 0.02 init, so greedy paths differ between prompts
-        m.lm_head.weight.mul_(20)
-    return m
+def model(tiny_model) -> Transformer:
+    return tiny_model(sharpen=True)
 
 
 PROMPTS = [[5, 9, 2, 7, 7, 1], [3], [10, 20, 30, 40, 50, 60, 70, 80, 90, 15]]

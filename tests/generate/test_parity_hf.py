@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 from lmstack.generate import SamplingParams, generate
 from lmstack.model import Transformer
 
-transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 PROMPTS = [[5, 9, 3, 7, 7, 1], [3], [10, 20, 30, 40, 50, 60, 70, 80, 90, 15]]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers.generation.logits_process as hf
 
 from lmstack.generate import processors as P
 from lmstack.generate.params import SamplingParams
-
-hf = pytest.importorskip("transformers.generation.logits_process")
 
 B, T, V = 4, 12, 50
 

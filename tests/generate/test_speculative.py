@@ -67,15 +67,10 @@ def test_lookup_draft():
 
 
 @pytest.fixture(scope="module")
-def models() -> tuple[Transformer, Transformer]:
-    torch.manual_seed(0)
-    target = Transformer(ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=101, max_seq_len=96))
-    torch.manual_seed(1)
-    draft = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=4, n_kv_heads=2, vocab_size=101, max_seq_len=96))
-    with torch.no_grad():
-        target.lm_head.weight.mul_(20)
-        draft.lm_head.weight.mul_(20)
-    return target.eval(), draft.eval()
+def models(tiny_model) -> tuple[Transformer, Transformer]:
+    target = tiny_model(seed=0, sharpen=True, max_seq_len=96)
+    draft = tiny_model(seed=1, sharpen=True, max_seq_len=96, n_layers=1)
+    return target, draft
 
 
 PROMPTS = [[5, 9, 2, 7, 7, 1], [3], [10, 20, 30, 40, 50, 10, 20, 30]]

@@ -206,7 +206,7 @@ def test_unsupported_input_names_it_and_leaves_old_dir(tmp_path: Path, kwargs: d
     old.mkdir()
     (old / "keep.txt").write_text("previous conversion")
     with pytest.raises(ValueError, match=match):
-        convert_gguf(path, old)
+        convert_gguf(path, old, overwrite=True)
     assert (old / "keep.txt").read_text() == "previous conversion"
 
 

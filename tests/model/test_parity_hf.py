@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
-transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 from lmstack.model import ModelConfig, Transformer  # noqa: E402

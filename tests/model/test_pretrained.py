@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
+import transformers
 
 from lmstack.model import Transformer  # noqa: E402
 

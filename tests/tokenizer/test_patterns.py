@@ -82,6 +82,14 @@ def test_sequence_of_stages_and_gaps():
 
 def test_bad_patterns_are_named():
     with pytest.raises(ValueError, match="not a valid regex"):
-        resolve_stages("([")
+        resolve_stages("regex:([")
     with pytest.raises(ValueError, match="empty string"):
-        resolve_stages(r"\s*")
+        resolve_stages(r"regex:\s*")
+
+
+def test_regression_typo_is_not_a_literal_regex():
+    # "gpt5" used to be compiled as the regex /gpt5/ and silently split text on that literal
+    with pytest.raises(ValueError, match=r"'gpt5' is not a named pattern.*did you mean 'gpt4'.*regex:<regex>"):
+        resolve_stages("gpt5")
+    assert resolve_stages(r"regex:\S+") == [r"\S+"]  # the explicit spelling of a custom regex
+    assert resolve_stages([r"\S+"]) == [r"\S+"]  # a list of stages is explicit too (loaders pass these)

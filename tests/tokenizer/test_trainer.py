@@ -28,7 +28,7 @@ def test_incremental_trainer_equals_recount_reference():
 
 def test_tie_break_prefers_smallest_pair():
     # "ab" and "cd" both occur 3 times; (97, 98) < (99, 100) so "ab" is merged first, then "cd"
-    ranks = train_bpe(["ab cd ab cd ab cd"], 258, resolve_stages(r"\S+"), show_progress=False)
+    ranks = train_bpe(["ab cd ab cd ab cd"], 258, resolve_stages(r"regex:\S+"), show_progress=False)
     assert [t for t, r in sorted(ranks.items(), key=lambda kv: kv[1])][256:] == [b"ab", b"cd"]
 
 

@@ -37,10 +37,16 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_pretrain(data_dir: Path, out_dir: Path, **overrides: object):
     """A PretrainConfig small enough for a step in a few milliseconds (2 layers, width 32, 4 / 2 heads)."""
+    from dataclasses import fields
+
+    from lmstack.model import ModelConfig
     from lmstack.train.pretrain import PretrainConfig
 
-    kw = dict(data_dir=str(data_dir), out_dir=str(out_dir), n_layers=2, d_model=32, n_heads=4, n_kv_heads=2,
-              seq_len=32, batch_size=8, max_steps=8, lr=3e-3, warmup_frac=0.25, eval_every=4, eval_tokens=512,
-              log_every=1, sample_tokens=8, threads=1, device="cpu", seed=7)  # fmt: skip
-    kw.update(overrides)
-    return PretrainConfig(**kw)
+    shape = dict(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, tie_embeddings=True)
+    kw = dict(data_dir=str(data_dir), out_dir=str(out_dir), seq_len=32, batch_size=8, max_steps=8, lr=3e-3,
+              warmup_frac=0.25, eval_every=4, eval_tokens=512, log_every=1, sample_tokens=8, threads=1,
+              device="cpu", seed=7)  # fmt: skip
+    model_fields = {f.name for f in fields(ModelConfig)}
+    for key, value in overrides.items():
+        (shape if key in model_fields else kw)[key] = value  # ModelConfig fields go to the model section
+    return PretrainConfig(model=ModelConfig(**shape), **kw)

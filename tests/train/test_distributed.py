@@ -31,7 +31,8 @@ def torchrun(data_dir: Path, out_dir: Path, nproc: int = 2, **overrides: object)
     flags = {**FLAGS, "data_dir": data_dir, "out_dir": out_dir, **overrides}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "lmstack.train.pretrain"]  # fmt: skip
-    cmd += [f"--{k}={v}" for k, v in flags.items()]
+    model_keys = ("n_layers", "d_model", "n_heads", "n_kv_heads")
+    cmd += [f"--model.{k}={v}" if k in model_keys else f"--{k}={v}" for k, v in flags.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,23 +6,21 @@ import pytest
 import torch
 
 from lmstack.common.log import read_jsonl
-from lmstack.model import ModelConfig, Transformer
+from lmstack.model import Transformer
 from lmstack.train.optim import build_optimizer
 from lmstack.train.pretrain import PretrainConfig, train, train_step
 
 from .conftest import tiny_pretrain
 
 
-def _model_and_batch(seed: int = 0) -> tuple[Transformer, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=101, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, max_seq_len=16,
-                      tie_embeddings=True)  # fmt: skip
+def _model_and_batch(tiny_model, seed: int = 0) -> tuple[Transformer, torch.Tensor, torch.Tensor]:
+    model = tiny_model(seed, max_seq_len=16, tie_embeddings=True).train()
     xy = torch.randint(0, 101, (8, 17), generator=torch.Generator().manual_seed(seed))
-    return Transformer(cfg), xy[:, :-1], xy[:, 1:]
+    return model, xy[:, :-1], xy[:, 1:]
 
 
-def test_overfits_one_batch(tmp_path):
-    model, x, y = _model_and_batch()
+def test_overfits_one_batch(tmp_path, tiny_model):
+    model, x, y = _model_and_batch(tiny_model)
     cfg = PretrainConfig(data_dir=str(tmp_path), lr=1e-2, weight_decay=0.0, warmup_frac=0.0)
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
     first = train_step(model, model, opt, x, y, cfg, lr=1e-2)[0]
@@ -32,10 +30,10 @@ def test_overfits_one_batch(tmp_path):
     assert loss < 0.05, f"128 random tokens not memorised: loss {loss:.3f}"
 
 
-def test_grad_accumulation_equals_big_batch(tmp_path):
+def test_grad_accumulation_equals_big_batch(tmp_path, tiny_model):
     results = []
     for accum in (1, 4):
-        model, x, y = _model_and_batch()
+        model, x, y = _model_and_batch(tiny_model)
         cfg = PretrainConfig(data_dir=str(tmp_path), grad_accum=accum, batch_size=8, grad_clip=0.5)
         opt = build_optimizer(model, 1e-2, 0.1)
         losses = [train_step(model, model, opt, x, y, cfg, lr=1e-2) for _ in range(3)]
@@ -67,7 +65,7 @@ def test_resume_refuses_a_different_run(tiny_data, tmp_path):
     train(tiny_pretrain(tiny_data, tmp_path, max_steps=4, stop_after=2))
     with pytest.raises(ValueError, match="model.d_model: checkpoint has 32, this run has 64"):
         train(tiny_pretrain(tiny_data, tmp_path, max_steps=4, d_model=64, resume=True))
-    with pytest.raises(ValueError, match="already has a checkpoint"):
+    with pytest.raises(ValueError, match="already holds a run"):
         train(tiny_pretrain(tiny_data, tmp_path, max_steps=4))
     with pytest.raises(FileNotFoundError, match="checkpoint directory not found"):
         train(tiny_pretrain(tiny_data, tmp_path / "fresh", resume=True))
@@ -96,7 +94,7 @@ def test_checkpoint_is_an_hf_directory(tiny_data, tmp_path):
         (dict(schedule="linear"), "--schedule"),
         (dict(lr=-1.0), "--lr"),
         (dict(train_seconds=-5.0), "--train_seconds"),
-        (dict(d_model=30, n_heads=4), "d_model=30"),
+        (dict(threads=-1), "--threads"),
     ],
 )
 def test_bad_values_name_the_flag(overrides, flag):
@@ -104,16 +102,25 @@ def test_bad_values_name_the_flag(overrides, flag):
         PretrainConfig(**overrides)
 
 
+def test_bad_model_shape_names_the_section_flag():
+    from lmstack.common.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"--model: .*d_model=30"):
+        load_config(PretrainConfig, ["--model.d_model=30", "--model.n_heads=4"])
+    with pytest.raises(ConfigError, match=r"--model\.vocab_size is set by the program"):
+        load_config(PretrainConfig, ["--model.vocab_size=100"])
+
+
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--data_dir"):
         train(tiny_pretrain(tmp_path / "nowhere", tmp_path / "out"))
 
 
-def test_activation_checkpointing_changes_memory_not_math(tmp_path):
+def test_activation_checkpointing_changes_memory_not_math(tmp_path, tiny_model):
     # recomputing blocks in backward must give the same loss and the same update
     results = []
     for ckpt in (False, True):
-        model, x, y = _model_and_batch()
+        model, x, y = _model_and_batch(tiny_model)
         model.config.activation_checkpointing = ckpt
         cfg = PretrainConfig(data_dir=str(tmp_path))
         opt = build_optimizer(model, 1e-2, 0.1)
