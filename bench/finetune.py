@@ -141,10 +141,31 @@ def main() -> None:
         f"`bench/finetune.py`: {args.model}, {args.steps} steps of {args.batch_size} `arithmetic` conversations per "
         f"method (same batches; LoRA/QLoRA r=8 on q/k/v/o, prompt tuning 16 tokens), exact match on {args.n_eval} held-out problems, {args.threads} threads.\n\n"
         + table(
-            ["method", "trainable", "% of full", "base weights MiB", "resident MiB", "peak train MiB", "step s",
-             "final loss", "held-out EM"],
-            [[r["method"], f"{r['trainable']:,}", 100 * r["trainable"] / full["trainable"], r["base_weight_mb"],
-              r["resident_mb"], r["peak_train_mb"], r["step_s"], r["final_loss"], r["exact_match"]] for r in rows],
+            [
+                "method",
+                "trainable",
+                "% of full",
+                "base weights MiB",
+                "resident MiB",
+                "peak train MiB",
+                "step s",
+                "final loss",
+                "held-out EM",
+            ],
+            [
+                [
+                    r["method"],
+                    f"{r['trainable']:,}",
+                    100 * r["trainable"] / full["trainable"],
+                    r["base_weight_mb"],
+                    r["resident_mb"],
+                    r["peak_train_mb"],
+                    r["step_s"],
+                    r["final_loss"],
+                    r["exact_match"],
+                ]
+                for r in rows
+            ],
         )  # fmt: skip
         + "\n\n"
         + f"LoRA trainable / full: {rows[1]['trainable'] / full['trainable']:.2%} (target <= 1 %); QLoRA base weights / "

@@ -37,17 +37,14 @@ COMMANDS: dict[str, Command] = {
     "pretrain": Command("lmstack.train.pretrain", "PretrainConfig", "main", "pretrain a transformer on token shards"),
     "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
-<<<<<<< HEAD
     "quantize": Command(
         "lmstack.quant.quantize", "QuantizeConfig", "main", "quantize a model: RTN / GPTQ / AWQ, 4 or 8 bits"
     ),
-=======
     "sft": Command("lmstack.finetune.sft", "SFTConfig", "main", "supervised fine-tuning (full; --method for others)"),
     "lora": Command("lmstack.finetune.sft", "LoraConfig", "main", "LoRA fine-tuning -> PEFT adapter"),
     "qlora": Command("lmstack.finetune.sft", "QLoraConfig", "main", "QLoRA: LoRA over an NF4 base -> PEFT adapter"),
     "prompt-tune": Command("lmstack.finetune.sft", "PromptTuneConfig", "main", "prompt tuning -> PEFT adapter"),
     "prefix-tune": Command("lmstack.finetune.sft", "PrefixTuneConfig", "main", "prefix tuning -> PEFT adapter"),
->>>>>>> main
     "generate": Command("lmstack.generate.cli", "GenerateConfig", "generate_main", "generate text from a model"),
     "chat": Command("lmstack.generate.chat", "ChatConfig", "main", "streaming terminal chat with a model"),
 }

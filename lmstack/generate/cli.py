@@ -43,48 +43,11 @@ class GenerateConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
     print_stats: bool = False  # print token counts, tokens/s and acceptance to stderr
-    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | int8 (KV cache with per-head scales, ~4x smaller)
     compile: bool = False  # torch.compile the model (dynamic shapes): leaner decode steps after a one-off compile
 
     def __post_init__(self) -> None:
-<<<<<<< HEAD
-        if self.json_schema and not Path(self.json_schema).is_file():
-            raise FileNotFoundError(f"--json_schema: no such file: {self.json_schema}")
-        self.sampling_params()  # validates every sampling field, naming it
-
-    def sampling_params(self, **extra: Any) -> SamplingParams:
-        schema = json.loads(Path(self.json_schema).read_text()) if self.json_schema else None
-        return SamplingParams(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            typical_p=self.typical_p,
-            repetition_penalty=self.repetition_penalty,
-            frequency_penalty=self.frequency_penalty,
-            presence_penalty=self.presence_penalty,
-            no_repeat_ngram_size=self.no_repeat_ngram_size,
-            min_new_tokens=self.min_new_tokens,
-            stop=list(self.stop),
-            seed=self.seed,
-            n=self.n,
-            beam_width=self.beam_width,
-            length_penalty=self.length_penalty,
-            num_return_sequences=self.num_return_sequences,
-            json_mode=self.json_mode,
-            json_schema=schema,
-            regex=self.regex or None,
-            choices=list(self.choices) or None,
-            num_draft_tokens=self.num_draft_tokens,
-            prompt_lookup=self.prompt_lookup,
-            kv_cache_dtype=self.kv_cache_dtype,
-            **extra,
-        )
-=======
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype={self.dtype!r}: expected float32, bfloat16 or float16 (or empty)")
->>>>>>> main
 
 
 def maybe_compile(model: CausalLM, enabled: bool) -> Any:

@@ -89,7 +89,7 @@ def clip(w: torch.Tensor, max_val: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.minimum(w, lim), -lim)
 
 
-def _fold_target(block: nn.Module, stage: tuple[str, ...]) -> tuple[nn.Module, str] | None:
+def fold_target(block: nn.Module, stage: tuple[str, ...]) -> tuple[nn.Module, str] | None:
     """The module (and how: "norm" or "rows") that produces the stage's input, if 1/s can be folded into it."""
     first = stage[0]
     if first == "attn.q_proj" and hasattr(block, "attn_norm") and getattr(block, "pre", True):
@@ -157,7 +157,7 @@ def awq_block(block: nn.Module, batches: list[Batch], spec: QuantSpec, prefix: s
     scaled: dict[str, LayerStats] = {}
     for stage in all_stages:
         layers = [block.get_submodule(n) for n in stage]
-        scaled.update(dict.fromkeys(stage, scale_stage(layers, stats[stage[0]], _fold_target(block, stage), spec)))
+        scaled.update(dict.fromkeys(stage, scale_stage(layers, stats[stage[0]], fold_target(block, stage), spec)))
     out = {}
     for stage in all_stages:
         for n in stage:

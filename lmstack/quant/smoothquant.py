@@ -9,7 +9,7 @@ exact rescaling AWQ uses: x' = x / s, W' = W diag(s), with per-input-channel
     s_j = max|x_j|^alpha / max|W_:,j|^(1 - alpha)        (alpha = 0.5 by default)
 
 so both the activation range and the weight range of channel j become sqrt(max|x_j| max|W_j|). 1/s is folded
-into the operation producing x (the norms; v_proj / up_proj rows, see `awq._fold_target`). Then weights are
+into the operation producing x (the norms; v_proj / up_proj rows, see `awq.fold_target`). Then weights are
 quantized per output channel (symmetric int8, `rtn.py`) and, at run time, activations per token (dynamic
 absmax), and `QuantLinear`'s "int_mm" path multiplies int8 x int8 -> int32 with `torch._int_mm`.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmstack.quant.awq import _fold_target, fold
+from lmstack.quant.awq import fold, fold_target
 from lmstack.quant.layerwise import Batch, LayerStats, collect, stages
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec, quantize_rtn
 
@@ -62,5 +62,5 @@ def smoothquant_block(
     all_stages = list(stages(block))
     stats = collect(block, batches, all_stages)
     for stage in all_stages:
-        smooth_stage([block.get_submodule(n) for n in stage], stats[stage[0]], _fold_target(block, stage), alpha)
+        smooth_stage([block.get_submodule(n) for n in stage], stats[stage[0]], fold_target(block, stage), alpha)
     return {f"{prefix}.{n}": quantize_weight(block.get_submodule(n), f"{prefix}.{n}") for st in all_stages for n in st}

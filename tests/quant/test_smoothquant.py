@@ -9,7 +9,7 @@ import torch
 
 from lmstack.model import load_model
 from lmstack.quant import QuantLinear, kernel_report
-from lmstack.quant.awq import _fold_target
+from lmstack.quant.awq import fold_target
 from lmstack.quant.layerwise import block_inputs, collect, run_block, stages
 from lmstack.quant.linear import quantize_per_token
 from lmstack.quant.quantize import QuantizeConfig, quantize
@@ -35,7 +35,7 @@ def test_smoothing_is_exact_in_float() -> None:
     groups = list(stages(block))
     stats = collect(block, batches, groups)
     for stage in groups:
-        smooth_stage([block.get_submodule(n) for n in stage], stats[stage[0]], _fold_target(block, stage), 0.5)
+        smooth_stage([block.get_submodule(n) for n in stage], stats[stage[0]], fold_target(block, stage), 0.5)
     torch.testing.assert_close(run_block(block, batches)[0].x, before, rtol=1e-4, atol=1e-4)
 
 
