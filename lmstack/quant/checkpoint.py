@@ -81,35 +81,44 @@ def quantization_config(spec: QuantSpec, head: bool, meta: dict[str, Any]) -> di
 
 def save_quantized(
     model: Transformer,
-    qweights: dict[str, QuantizedWeight],
+    qweights: dict[str, Any],
     path: str | Path,
     tokenizer: Any = None,
     meta: dict[str, Any] | None = None,
     dtype: str = "bfloat16",
 ) -> Path:
-    """Write an HF directory with `qweights` ({our linear name: QuantizedWeight}) in the GPTQ layout and every
-    other tensor of `model` in `dtype`; atomic."""
+    """Write an HF directory with `qweights` ({our linear name: QuantizedWeight, or NF4Tensor for the
+    bitsandbytes layout of `nf4_checkpoint.py`}) and every other tensor of `model` in `dtype`; atomic."""
     from safetensors.torch import save_file
+
+    from lmstack.quant.nf4 import NF4Tensor
+    from lmstack.quant.nf4_checkpoint import nf4_config, nf4_tensors
 
     cfg = model.config
     family = hf_family(cfg)
     if family == "gpt2":
         raise ValueError("quantized checkpoints of gpt2-family models (fused c_attn) are not supported")
-    specs = {qw.spec for qw in qweights.values()}
-    if len(specs) != 1:
-        raise ValueError(f"all quantized layers must share one bits/group_size/sym setting, got {specs}")
-    spec = specs.pop()
-    head = "lm_head" in qweights
+    nf4 = all(isinstance(q, NF4Tensor) for q in qweights.values())
     _, tensors = state_dict_to_hf(model)
     quantized_prefixes = {_hf_prefix(n, family) for n in qweights}
     out = {k: v.detach().to(DTYPES[dtype]).cpu().contiguous() for k, v in tensors.items()
            if k.removesuffix(".weight") not in quantized_prefixes or not k.endswith(".weight")}  # fmt: skip
-    for name, qw in qweights.items():
-        prefix = _hf_prefix(name, family)
-        for suffix, t in gptq_tensors(qw.q, qw.scales, qw.zeros, qw.g_idx, spec.bits).items():
-            out[f"{prefix}.{suffix}"] = t.cpu().contiguous()
+    if nf4:
+        qc = nf4_config(dtype, double_quant=all(q.double_quant for q in qweights.values()))
+        for name, q in qweights.items():
+            out.update(nf4_tensors(_hf_prefix(name, family), q, dtype))
+    else:
+        specs = {qw.spec for qw in qweights.values()}
+        if len(specs) != 1:
+            raise ValueError(f"all quantized layers must share one bits/group_size/sym setting, got {specs}")
+        spec = specs.pop()
+        qc = quantization_config(spec, "lm_head" in qweights, meta or {})
+        for name, qw in qweights.items():
+            prefix = _hf_prefix(name, family)
+            for suffix, t in gptq_tensors(qw.q, qw.scales, qw.zeros, qw.g_idx, spec.bits).items():
+                out[f"{prefix}.{suffix}"] = t.cpu().contiguous()
     config = config_to_hf(ModelConfig.from_dict({**cfg.to_dict(), "dtype": dtype}))
-    config["quantization_config"] = quantization_config(spec, head, meta or {})
+    config["quantization_config"] = qc
     path = Path(path)
     with atomic_dir(path) as tmp:
         save_file(out, tmp / "model.safetensors", metadata={"format": "pt"})
@@ -122,10 +131,7 @@ def save_quantized(
 
 
 def spec_from_config(qc: dict[str, Any], where: str) -> QuantSpec:
-    """QuantSpec from a `quantization_config`; anything this loader cannot run is a ValueError naming it."""
-    method = qc.get("quant_method")
-    if method != "gptq":
-        raise ValueError(f"{where}: quantization_config.quant_method={method!r} is not supported (expected 'gptq')")
+    """QuantSpec from a GPTQ `quantization_config`; anything this loader cannot run is a ValueError naming it."""
     fmt = qc.get("checkpoint_format", "gptq")
     if fmt != "gptq":
         raise ValueError(f"{where}: quantization_config.checkpoint_format={fmt!r} is not supported (expected 'gptq')")
@@ -137,23 +143,15 @@ def spec_from_config(qc: dict[str, Any], where: str) -> QuantSpec:
         raise ValueError(f"{where}: quantization_config: {e}") from None
 
 
-def load_quantized(
-    hf: dict[str, Any], cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu"
-) -> Transformer:
-    """Build a Transformer whose quantized linears are `QuantLinear`s from a GPTQ-layout checkpoint."""
-    qc = hf["quantization_config"]
+def gptq_layers(
+    tensors: dict[str, torch.Tensor], qc: dict[str, Any], model: nn.Module, our_name: Any, kernel: str
+) -> dict[str, tuple[str, nn.Module]]:
+    """{our name: (checkpoint prefix, QuantLinear)} for every GPTQ layer in `tensors` (their tensors are popped)."""
     spec = spec_from_config(qc, "config.json")
     act_quant = (qc.get("meta") or {}).get("act_quant") == "int8-per-token"  # SmoothQuant W8A8
-    family = hf["model_type"]
-    kernel = "auto" if torch.device(device).type == "cpu" else "dequant"  # the fused kernels are CPU kernels
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    tensors = dict(tensors)
-    prefixes = sorted({k.removesuffix(".qweight") for k in tensors if k.endswith(".qweight")})
-    if not prefixes:
-        raise ValueError("config.json has a quantization_config but the checkpoint holds no '*.qweight' tensor")
-    for prefix in prefixes:
-        name = _our_name(prefix, family)
+    layers = {}
+    for prefix in sorted({k.removesuffix(".qweight") for k in tensors if k.endswith(".qweight")}):
+        name = our_name(prefix)
         layer = model.get_submodule(name) if name is not None else None
         if not isinstance(layer, nn.Linear):
             raise ValueError(f"quantized tensor {prefix}.qweight does not belong to a linear layer of this model")
@@ -166,15 +164,51 @@ def load_quantized(
         except ValueError as e:
             raise ValueError(f"quantized layer {prefix}: {e}") from None
         qw = QuantizedWeight(q, scales, zeros, g_idx, spec)
-        bias = torch.zeros(layer.out_features) if layer.bias is not None else None  # filled with the rest below
-        replace_linear(model, name, QuantLinear(qw, bias, kernel=kernel, act_quant=act_quant).to(device))
-    for module in model.modules():  # materialise everything that is still on the meta device
-        if not isinstance(module, QuantLinear):
+        bias = torch.zeros(layer.out_features) if layer.bias is not None else None  # loaded with the rest
+        layers[name] = (prefix, QuantLinear(qw, bias, kernel=kernel, act_quant=act_quant))
+    return layers
+
+
+def load_quantized(
+    hf: dict[str, Any], cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu"
+) -> Transformer:
+    """Build a Transformer whose quantized linears are `QuantLinear`s (GPTQ layout) or `NF4Linear`s (bitsandbytes
+    layout); every other tensor is checked and loaded by the model stage's own mapping."""
+    from lmstack.quant.nf4_checkpoint import nf4_layers
+
+    qc = hf["quantization_config"]
+    method = qc.get("quant_method")
+    family = hf["model_type"]
+    kernel = "auto" if torch.device(device).type == "cpu" else "dequant"  # the fused kernels are CPU kernels
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    tensors = dict(tensors)
+    our_name = lambda prefix: _our_name(prefix, family)  # noqa: E731
+    if method == "gptq":
+        layers = gptq_layers(tensors, qc, model, our_name, kernel)
+    elif method == "bitsandbytes" and qc.get("load_in_4bit") and qc.get("bnb_4bit_quant_type") == "nf4":
+        layers = nf4_layers(tensors, model, our_name)
+    else:
+        raise ValueError(f"config.json: quantization_config.quant_method={method!r} is not supported "
+                         "(expected 'gptq', or 'bitsandbytes' with 4-bit nf4)")  # fmt: skip
+    if not layers:
+        raise ValueError("config.json has a quantization_config but the checkpoint holds no quantized layer")
+    # the model stage checks every other tensor's name and shape; quantized weights stand in as meta placeholders
+    stand_ins = {f"{prefix}.weight": model.get_submodule(n).weight for n, (prefix, _) in layers.items()}
+    sd = state_dict_from_hf({**tensors, **stand_ins}, family, model)
+    for name, (_, layer) in layers.items():
+        sd.pop(f"{name}.weight", None)
+        replace_linear(model, name, layer.to(device))
+    quantized = {id(layer) for _, layer in layers.values()}
+    for module in model.modules():  # materialise everything still on the meta device
+        if id(module) not in quantized:
             module.to_empty(device=device, recurse=False)
-    if cfg.tie_embeddings and not isinstance(model.lm_head, QuantLinear):
+    if cfg.tie_embeddings and "lm_head" not in layers:
         model.lm_head.weight = model.embed.weight
-    sd = state_dict_from_hf(tensors, family, model)
-    model.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in sd.items()}, strict=not cfg.tie_embeddings)
+    missing, _ = model.load_state_dict({k: v.to(DTYPES[cfg.dtype]) for k, v in sd.items()}, strict=False)
+    owned = tuple(f"{n}." for n in layers)
+    missing = [k for k in missing if not k.startswith(owned) and not (k == "lm_head.weight" and cfg.tie_embeddings)]
+    assert not missing, f"parameters left unloaded: {missing}"
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()

@@ -5,7 +5,8 @@
 
 Methods: `rtn` (round to nearest, no data), `gptq` (Hessian-guided error compensation, `gptq.py`), `awq`
 (activation-aware scales + clipping, `awq.py`) and `smoothquant` (W8A8: smoothed int8 weights, int8 activations
-per token, `smoothquant.py`).
+per token, `smoothquant.py`) and `nf4` (4-bit NormalFloat + double quantization, `nf4.py`, saved in the
+bitsandbytes layout `transformers` uses: `nf4_checkpoint.py`).
 GPTQ and AWQ calibrate block by block (`layerwise.py`) on `--calib_samples` windows of `--calib_seq_len` tokens
 from `--calib` (a corpus name or your own .txt/.md/.jsonl files). The output directory holds the GPTQ tensor
 layout (`checkpoint.py`) plus `quantize.json` (resolved config, timings, held-out perplexity before / after).
@@ -33,20 +34,21 @@ from lmstack.common.log import info, progress
 from lmstack.common.signals import interruptible
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec
 
-METHODS = ("rtn", "gptq", "awq", "smoothquant")
+METHODS = ("rtn", "gptq", "awq", "smoothquant", "nf4")
 
 
 @dataclass
 class QuantizeConfig:
     model: str = "smollm2-135m"  # model directory, .gguf file or local model name (`lmstack models`)
     out_dir: str = ""  # output directory (an HF model directory with quantized weights); required
-    method: str = "rtn"  # rtn | gptq | awq | smoothquant (W8A8: int8 weights and per-token int8 activations)
+    # rtn | gptq | awq | smoothquant (W8A8: int8 weights and per-token int8 activations) | nf4 (QLoRA's NormalFloat)
+    method: str = "rtn"
     bits: int = 0  # 4 | 8; 0 = 4, or 8 for smoothquant
     # input columns sharing a scale: 32 | 64 | 128 | ... | -1 (one per output row); 0 = auto: -1 for 8 bits, for 4
     # bits the largest of 128 / 64 / 32 that divides every quantized layer's input width
     group_size: int = 0
     sym: bool = True  # symmetric grid (fixed zero point); false = a zero point per group
-    head: bool = True  # quantize the LM head too (a tied embedding table stays in --dtype)
+    head: bool = True  # quantize the LM head too (a tied embedding table stays in --dtype); nf4 never does
     act_order: bool = False  # gptq: quantize columns by decreasing Hessian diagonal (GPTQ's desc_act)
     damp: float = 0.01  # gptq: dampening added to the Hessian diagonal, as a fraction of its mean
     true_sequential: bool = True  # gptq: calibrate o / gate-up / down on the outputs of the already quantized stages
@@ -241,12 +243,12 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     if any(hasattr(m, "quantized_weight") for m in model.modules()):
         raise ValueError(f"--model {cfg.model} is already quantized; quantize its float original instead")
     before = heldout_ppl(model, tok, cfg)
-    names = quantizable_linears(model, head=cfg.head)
+    names = quantizable_linears(model, head=cfg.head and cfg.method != "nf4")
     widths = {model.get_submodule(n).in_features for n in names}
     cfg.group_size = cfg.group_size or pick_group_size(cfg.bits, widths)
-    for name in names:  # the group size must divide every input width: fail before any slow work
+    for name in names if cfg.method != "nf4" else ():  # the group size must divide every width: fail before slow work
         cfg.spec.groups(model.get_submodule(name).in_features, where=name)
-    if cfg.head:
+    if "lm_head" in names:
         untie_head(model)
     qweights: dict[str, QuantizedWeight] = {}
     start = 0
@@ -257,6 +259,10 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
             from lmstack.quant.rtn import quantize_rtn
 
             qweights = {n: quantize_rtn(model.get_submodule(n).weight, cfg.spec, where=n) for n in names}
+        elif cfg.method == "nf4":
+            from lmstack.quant.nf4 import quantize_nf4
+
+            qweights = {n: quantize_nf4(model.get_submodule(n).weight) for n in names}
         else:
             qweights, interrupted = calibrate(cfg, model, tok, qweights, start)
             if interrupted:

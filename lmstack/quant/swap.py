@@ -8,6 +8,8 @@ With tied embeddings the head's quantized copy is separate from the (floating-po
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -33,13 +35,19 @@ def untie_head(model: nn.Module) -> None:
 
 
 def apply_quantized(
-    model: nn.Module, qweights: dict[str, QuantizedWeight], kernel: str = "auto", act_quant: bool = False
+    model: nn.Module, qweights: dict[str, Any], kernel: str = "auto", act_quant: bool = False
 ) -> nn.Module:
-    """Replace each named nn.Linear by a `QuantLinear` built from its `QuantizedWeight` (in place)."""
+    """Replace each named nn.Linear by a `QuantLinear` built from its `QuantizedWeight` (or an `NF4Linear` from an
+    `NF4Tensor`), in place."""
+    from lmstack.quant.nf4 import NF4Linear, NF4Tensor
+
     for name, qw in qweights.items():
         layer = model.get_submodule(name)
         assert isinstance(layer, nn.Linear), f"{name} is {type(layer).__name__}, expected nn.Linear"
-        ql = QuantLinear(qw, layer.bias, kernel=kernel, act_quant=act_quant)
+        if isinstance(qw, NF4Tensor):
+            ql = NF4Linear(qw, layer.bias.data if layer.bias is not None else None)
+        else:
+            ql = QuantLinear(qw, layer.bias, kernel=kernel, act_quant=act_quant)
         replace_linear(model, name, ql.to(layer.weight.device))
     return model
 
@@ -47,15 +55,18 @@ def apply_quantized(
 def dequantize_model(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Replace every `QuantLinear` by an nn.Linear holding its dequantized weight (in place): the float model
     the quantized one computes, for export (GGUF, HF) and for parity tests."""
+    from lmstack.quant.nf4 import NF4Linear
+
     for name, layer in list(model.named_modules()):
-        if isinstance(layer, QuantLinear):
+        if isinstance(layer, (QuantLinear, NF4Linear)):
             lin = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, dtype=dtype)
             with torch.no_grad():
-                lin.weight.copy_(layer.dequantized(dtype))
+                w = layer.dequantized(dtype) if isinstance(layer, QuantLinear) else layer.dequantized_weight(dtype)
+                lin.weight.copy_(w)
                 if layer.bias is not None:
                     lin.bias.copy_(layer.bias)
             lin.requires_grad_(False)
-            replace_linear(model, name, lin.to(layer.scales.device))
+            replace_linear(model, name, lin.to(next(layer.buffers()).device))
     return model
 
 
