@@ -191,7 +191,8 @@ def speed(model, kind: str, vocab: int) -> dict[str, float]:
             out["prefill"] = 128 / timed(lambda: model(ids, positions=torch.arange(128)[None], cache=cache))
         for B in (1, 8):
             prompt = torch.randint(3, vocab, (B, 16), generator=g)
-            t1, t65 = timed(lambda: decode(model, kind, prompt, 1)), timed(lambda: decode(model, kind, prompt, 65))
+            t1 = timed(lambda p=prompt: decode(model, kind, p, 1))
+            t65 = timed(lambda p=prompt: decode(model, kind, p, 65))
             out[f"decode_b{B}"] = B * 64 / max(t65 - t1, 1e-9)
     return out
 
