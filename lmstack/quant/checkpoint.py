@@ -38,10 +38,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmstack.common.atomic import atomic_dir, atomic_write_text
+from lmstack.common.atomic import atomic_files
 from lmstack.model.config import ModelConfig
 from lmstack.model.hf import config_to_hf, hf_family, state_dict_from_hf, state_dict_to_hf
 from lmstack.model.hf_names import rename
+from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
 from lmstack.quant.linear import QuantLinear, replace_linear
 from lmstack.quant.packing import from_gptq_tensors, gptq_tensors
@@ -86,9 +87,12 @@ def save_quantized(
     tokenizer: Any = None,
     meta: dict[str, Any] | None = None,
     dtype: str = "bfloat16",
+    overwrite: bool = False,
 ) -> Path:
     """Write an HF directory with `qweights` ({our linear name: QuantizedWeight, or NF4Tensor for the
-    bitsandbytes layout of `nf4_checkpoint.py`}) and every other tensor of `model` in `dtype`; atomic."""
+    bitsandbytes layout of `nf4_checkpoint.py`}) and every other tensor of `model` in `dtype`. The save rules of
+    `lmstack.model.save_target` apply (a foreign non-empty directory needs `overwrite`; no other file is touched);
+    files appear atomically."""
     from safetensors.torch import save_file
 
     from lmstack.quant.nf4 import NF4Tensor
@@ -120,13 +124,16 @@ def save_quantized(
     config = config_to_hf(ModelConfig.from_dict({**cfg.to_dict(), "dtype": dtype}))
     config["quantization_config"] = qc
     path = Path(path)
-    with atomic_dir(path) as tmp:
-        save_file(out, tmp / "model.safetensors", metadata={"format": "pt"})
-        atomic_write_text(tmp / "config.json", json.dumps(config, indent=2))
+    ours = check_save_target(path, overwrite, flag="--out_dir")
+    with atomic_files(path) as tmp:
+        save_file(out, tmp / "model.safetensors", metadata={"format": "pt", "saved_by": SAVED_BY})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
         gen = {k: getattr(cfg, k) for k in ("bos_token_id", "eos_token_id") if getattr(cfg, k) is not None}
-        atomic_write_text(tmp / "generation_config.json", json.dumps(gen, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
         if tokenizer is not None:
             tokenizer.save(tmp)
+        written = {f.name for f in tmp.iterdir()}
+    remove_stale_weights(path, written, ours)
     return path
 
 

@@ -63,7 +63,7 @@ class QuantizeConfig:
     seed: int = 0  # calibration window sampling
     threads: int = 0  # torch CPU threads; 0 = all cores
     resume: bool = False  # continue from <out_dir>.partial/ (written on Ctrl-C / SIGTERM)
-    overwrite: bool = False  # replace an existing <out_dir>
+    overwrite: bool = False  # write into a non-empty directory that holds no lmstack model (other files are kept)
     stop_after_blocks: int = 0  # stop (saving a partial state, as if interrupted) after this many blocks; 0 = off
 
     def __post_init__(self) -> None:
@@ -229,13 +229,13 @@ def calibrate(cfg: QuantizeConfig, model: Any, tok: Any, qweights: dict, start: 
 def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     """Run the recipe; returns the report written to <out_dir>/quantize.json (or {"interrupted": True})."""
     from lmstack.model import load_model
+    from lmstack.model.save_target import check_save_target
     from lmstack.quant.swap import apply_quantized, quantizable_linears, untie_head
 
     if not cfg.out_dir:
         raise ValueError("--out_dir is required (the quantized model directory to write)")
     out = Path(cfg.out_dir)
-    if out.exists() and not cfg.overwrite and not cfg.resume:
-        raise ValueError(f"--out_dir: {out} already exists; pass --overwrite to replace it")
+    check_save_target(out, cfg.overwrite, flag="--out_dir")  # before any slow work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
@@ -275,7 +275,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     act_quant = cfg.method == "smoothquant"
     if act_quant:
         meta.update(act_quant="int8-per-token", alpha=cfg.alpha)
-    save_quantized(model, qweights, out, tokenizer=tok, meta=meta, dtype=cfg.dtype)
+    save_quantized(model, qweights, out, tokenizer=tok, meta=meta, dtype=cfg.dtype, overwrite=cfg.overwrite)
     apply_quantized(model, qweights, act_quant=act_quant)
     after = heldout_ppl(model, tok, cfg)
     report = {"config": config_to_dict(cfg), "quantize_s": round(quant_s, 2), "layers": len(qweights),

@@ -32,7 +32,9 @@ def test_cli_quantize_then_generate(
     assert "15 layers quantized" in capsys.readouterr().out
     report = json.loads((out / "quantize.json").read_text())
     assert report["config"]["method"] == method and report["layers"] == 15
-    assert cli(["generate", "the king", f"--model={out}", "--temperature=0", "--max_new_tokens=5"]) == 0
+    assert (
+        cli(["generate", "the king", f"--model={out}", "--sampling.temperature=0", "--sampling.max_new_tokens=5"]) == 0
+    )
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
@@ -71,12 +73,17 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path, args:
     assert match in capsys.readouterr().err
 
 
-def test_existing_out_dir_needs_overwrite(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
+def test_foreign_out_dir_needs_overwrite_and_keeps_its_files(
+    tmp_path: Path, tiny_model_dir: Path, calib_file: Path
+) -> None:
     (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="--overwrite"):
         quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="rtn"))
     quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="rtn", overwrite=True))
-    assert (tmp_path / "q" / "config.json").is_file()
+    assert (tmp_path / "q" / "config.json").is_file() and (tmp_path / "q" / "notes.txt").read_text() == "mine"
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="gptq"))  # an lmstack save: replaced freely
+    assert load_model(tmp_path / "q")[0] is not None
 
 
 def test_already_quantized_model_is_refused(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
