@@ -285,6 +285,43 @@ def profile_step(model, vocab: int) -> list[list[object]]:
     return rows
 
 
+def kernel_rows(shapes: list[tuple[str, int, int]]) -> list[list[object]]:
+    """Single-thread CPU time (us, `time.thread_time`: steadier than wall time on a shared machine) of one
+    batch-1 forward of each layer type at the model's shapes: nn.Linear fp32 / bf16 and QuantLinear paths."""
+    from lmstack.quant.linear import QuantLinear
+    from lmstack.quant.rtn import QuantSpec, quantize_rtn
+
+    def cpu_us(fn, x: torch.Tensor) -> float:
+        for _ in range(3):
+            fn(x)
+        runs = []
+        for _ in range(7):
+            t = time.thread_time()
+            for _ in range(10):
+                fn(x)
+            runs.append((time.thread_time() - t) / 10 * 1e6)
+        return statistics.median(runs)
+
+    rows, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for label, N, K in shapes:
+                w = torch.randn(N, K) * 0.02
+                lin = torch.nn.Linear(K, N, bias=False)
+                lin.weight.data = w
+                int4 = QuantLinear(quantize_rtn(w, QuantSpec(4, 32, False)))
+                int8 = QuantLinear(quantize_rtn(w, QuantSpec(8, -1, True)))
+                w8a8 = QuantLinear(quantize_rtn(w, QuantSpec(8, -1, True)), act_quant=True)
+                x = torch.randn(1, K)
+                xb = x.bfloat16()
+                rows.append([f"{label} ({N} x {K})", round(cpu_us(lin, x)), round(cpu_us(lin.bfloat16(), xb)),
+                             round(cpu_us(int4, xb)), round(cpu_us(int8, xb)), round(cpu_us(w8a8, x))])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
 def bench_model(model: str, base: Path, llama: dict[str, Path] | None) -> str:
     from lmstack.quant import kernel_report
 
@@ -328,6 +365,13 @@ def bench_model(model: str, base: Path, llama: dict[str, Path] | None) -> str:
     header = ["variant", "ppl", "vs fp32", "bits/byte", "weights MB", "x fp32", "peak RSS MB", "load s",
               "prefill tok/s", "decode tok/s b1", "x HF b1", "decode tok/s b8", "kernels / notes"]  # fmt: skip
     md = [f"### {model}\n", table(header, table_rows)]
+    c = loaded["fp32"].config
+    shapes = [("q/o", c.n_heads * c.head_dim, c.d_model), ("k/v", c.n_kv_heads * c.head_dim, c.d_model),
+              ("gate/up", c.d_ff, c.d_model), ("down", c.d_model, c.d_ff),
+              ("LM head", c.vocab_size, c.d_model)]  # fmt: skip
+    md.append("\nOne batch-1 layer forward, single-thread CPU time (us; thread time, steadier than wall time here):\n")
+    md.append(table(["layer", "fp32 Linear", "bf16 Linear", "int4 g32 (int4pack_mm)", "int8 (int8pack_mm)",
+                     "W8A8 (int_mm)"], kernel_rows(shapes)))  # fmt: skip
     int4 = loaded.get("int4 GPTQ (g32 asym, act-order)")
     if int4 is not None:
         md.append("\nWhere one batch-1 decode step of int4 GPTQ goes (ms, torch profiler, self CPU time):\n")
