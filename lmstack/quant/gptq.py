@@ -39,6 +39,7 @@ def gptq_quantize(
     act_order: bool = False,
     block_size: int = 128,
     where: str = "layer",
+    mse: bool = False,
 ) -> QuantizedWeight:
     """Quantize w (N, K) given H (K, K) = X^T X / n of its calibration inputs."""
     N, K = w.shape
@@ -60,7 +61,7 @@ def gptq_quantize(
     zeros = torch.zeros(N, G)
     scale = zero = None
     if spec.group_size == -1:  # one grid per row, from the whole (unmodified) row
-        scale, zero = grid_params(W, spec)
+        scale, zero = grid_params(W, spec, mse)
         scales[:, 0], zeros[:, 0] = scale[:, 0], zero[:, 0]
     for i1 in range(0, K, block):
         i2 = min(i1 + block, K)
@@ -70,7 +71,7 @@ def gptq_quantize(
         for i in range(i2 - i1):
             j = i1 + i
             if spec.group_size != -1 and j % gs == 0:  # first column of a group: its grid, from updated weights
-                scale, zero = grid_params(W1[:, i : i + gs], spec)
+                scale, zero = grid_params(W1[:, i : i + gs], spec, mse)
                 scales[:, j // gs], zeros[:, j // gs] = scale[:, 0], zero[:, 0]
             col = W1[:, i : i + 1]  # (N, 1)
             q = to_grid(col, scale, zero, spec.maxq)
@@ -106,6 +107,7 @@ def gptq_block(
     damp: float = 0.01,
     act_order: bool = False,
     true_sequential: bool = True,
+    mse: bool = False,
 ) -> dict[str, QuantizedWeight]:
     """GPTQ every linear of one block. With `true_sequential` each stage (q/k/v, o, gate/up, down) is calibrated
     on inputs that already went through the quantized stages before it (one block forward per stage); otherwise
@@ -117,7 +119,9 @@ def gptq_block(
         stats = collect(block, batches, groups)
         for name in (n for g in groups for n in g):
             layer = block.get_submodule(name)
-            qw = gptq_quantize(layer.weight, stats[name].hessian, spec, damp, act_order, where=f"{prefix}.{name}")
+            qw = gptq_quantize(
+                layer.weight, stats[name].hessian, spec, damp, act_order, where=f"{prefix}.{name}", mse=mse
+            )
             with torch.no_grad():
                 layer.weight.copy_(qw.dequantize(layer.weight.dtype))
             out[f"{prefix}.{name}"] = qw

@@ -52,6 +52,7 @@ class QuantizeConfig:
     act_order: bool = False  # gptq: quantize columns by decreasing Hessian diagonal (GPTQ's desc_act)
     damp: float = 0.01  # gptq: dampening added to the Hessian diagonal, as a fraction of its mean
     true_sequential: bool = True  # gptq: calibrate o / gate-up / down on the outputs of the already quantized stages
+    mse: bool = False  # rtn / gptq: per-group range search (shrink to minimise |w - w_hat|^2.4) instead of min / max
     alpha: float = 0.5  # smoothquant: migration strength, s = max|x|^alpha / max|w|^(1 - alpha)
     calib: str = "gutenberg"  # calibration text: a corpus name (`lmstack corpus list`) or comma-separated files
     calib_samples: int = 128  # calibration windows
@@ -106,7 +107,7 @@ def quantize_block(cfg: QuantizeConfig, block: torch.nn.Module, batches: list, p
     if cfg.method == "gptq":
         from lmstack.quant.gptq import gptq_block
 
-        return gptq_block(block, batches, cfg.spec, prefix, cfg.damp, cfg.act_order, cfg.true_sequential)
+        return gptq_block(block, batches, cfg.spec, prefix, cfg.damp, cfg.act_order, cfg.true_sequential, cfg.mse)
     if cfg.method == "smoothquant":
         from lmstack.quant.smoothquant import smoothquant_block
 
@@ -124,7 +125,8 @@ def quantize_head(cfg: QuantizeConfig, model: torch.nn.Module, batches: list) ->
     if cfg.method == "gptq":
         from lmstack.quant.gptq import gptq_quantize
 
-        return gptq_quantize(model.lm_head.weight, stats.hessian, cfg.spec, cfg.damp, cfg.act_order, where="lm_head")
+        w = model.lm_head.weight
+        return gptq_quantize(w, stats.hessian, cfg.spec, cfg.damp, cfg.act_order, where="lm_head", mse=cfg.mse)
     pre_norm = not isinstance(model.norm, torch.nn.Identity)
     target = (model.norm, "norm") if pre_norm else None
     if cfg.method == "smoothquant":
@@ -182,8 +184,8 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
     if not (d / "state.json").is_file():
         raise FileNotFoundError(f"--resume: no partial state at {d} (it is written when a run is interrupted)")
     state = json.loads((d / "state.json").read_text())
-    same = ("model", "method", "bits", "group_size", "sym", "head", "act_order", "damp", "true_sequential", "alpha",
-            "calib", "calib_samples", "calib_seq_len", "batch_size", "seed")  # fmt: skip
+    same = ("model", "method", "bits", "group_size", "sym", "head", "act_order", "damp", "true_sequential", "mse",
+            "alpha", "calib", "calib_samples", "calib_seq_len", "batch_size", "seed")  # fmt: skip
     changed = [k for k in same if state["config"].get(k) != getattr(cfg, k)]
     if changed:
         raise ValueError(f"--resume: {d} was made with different {', '.join('--' + k for k in changed)}")
@@ -258,7 +260,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         if cfg.method == "rtn":
             from lmstack.quant.rtn import quantize_rtn
 
-            qweights = {n: quantize_rtn(model.get_submodule(n).weight, cfg.spec, where=n) for n in names}
+            qweights = {n: quantize_rtn(model.get_submodule(n).weight, cfg.spec, n, cfg.mse) for n in names}
         elif cfg.method == "nf4":
             from lmstack.quant.nf4 import quantize_nf4
 
@@ -270,7 +272,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     quant_s = time.perf_counter() - t0
     from lmstack.quant.checkpoint import save_quantized
 
-    meta = {"method": cfg.method, "act_order": cfg.act_order, "damp": cfg.damp, "calib": cfg.calib,
+    meta = {"method": cfg.method, "act_order": cfg.act_order, "damp": cfg.damp, "mse": cfg.mse, "calib": cfg.calib,
             "calib_samples": cfg.calib_samples, "calib_seq_len": cfg.calib_seq_len}  # fmt: skip
     act_quant = cfg.method == "smoothquant"
     if act_quant:
