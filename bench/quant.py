@@ -50,24 +50,22 @@ PY = sys.executable
 EVAL_TOKENS = 4096 if QUICK else 8192
 ROUNDS = 2 if QUICK else 3
 
-# variant -> `lmstack quantize` flags (None: the float model itself, loaded in the given dtype)
-VARIANTS: dict[str, list[str] | None] = {
+# variant -> (cache directory, `lmstack quantize` flags); None: the float model itself, in the given dtype.
+# The int4 rows keep the LM head in floating point (tied to the bf16 embedding: no extra memory); quantizing the
+# tied head too costs SmolLM2 ~15% perplexity at 4 bits (docs/quant.md).
+INT4 = ["--bits=4", "--group_size=32", "--sym=false", "--head=false"]
+VARIANTS: dict[str, tuple[str, list[str]] | None] = {
     "fp32": None,
     "bf16": None,
-    "int8 (RTN, per channel)": ["--method=rtn", "--bits=8"],
-    "W8A8 (SmoothQuant)": ["--method=smoothquant"],
-    "int4 RTN (g32 asym)": ["--method=rtn", "--bits=4", "--group_size=32", "--sym=false", "--head=false"],
-    "int4 GPTQ (g32 asym, act-order)": [
-        "--method=gptq",
-        "--bits=4",
-        "--group_size=32",
-        "--sym=false",
-        "--act_order=true",
-        "--head=false",
-    ],  # fmt: skip
-    "int4 AWQ (g32 asym)": ["--method=awq", "--bits=4", "--group_size=32", "--sym=false", "--head=false"],
-    "NF4 (double quant)": ["--method=nf4"],
-}
+    "int8 (RTN, per channel)": ("rtn-int8", ["--method=rtn", "--bits=8"]),
+    "W8A8 (SmoothQuant)": ("smoothquant", ["--method=smoothquant"]),
+    "int4 RTN (g32 asym)": ("rtn-g32-asym-nohead", ["--method=rtn", *INT4]),
+    "int4 GPTQ (g32 asym, act-order, mse)": ("gptq-g32-asym-ao-mse-nohead",
+                                             ["--method=gptq", "--act_order=true", "--mse=true", *INT4]),
+    "int4 AWQ (g32 asym)": ("awq-g32-asym-nohead", ["--method=awq", *INT4]),
+    "NF4 (double quant)": ("nf4", ["--method=nf4"]),
+}  # fmt: skip
+GPTQ_ROW = "int4 GPTQ (g32 asym, act-order, mse)"
 GGUF_TYPES = ["f32", "q8_0", "q4_0", "q4_1"]
 
 
@@ -101,11 +99,12 @@ def prepare(model: str, base: Path) -> list[Row]:
     """Quantized variants and GGUF files (made once, cached), as rows."""
     cache = lmstack_home() / "bench" / "quant" / slug(model)
     rows = []
-    for name, flags in VARIANTS.items():
-        if flags is None:
+    for name, variant in VARIANTS.items():
+        if variant is None:
             rows.append(Row(name, "lmstack", base, dtype={"fp32": "float32", "bf16": "bfloat16"}[name]))
             continue
-        out = cache / slug(name)
+        directory, flags = variant
+        out = cache / directory
         if not (out / "quantize.json").is_file():
             print(f"[quant] {model}: lmstack quantize {' '.join(flags)}", file=sys.stderr)
             t = time.perf_counter()
@@ -372,7 +371,7 @@ def bench_model(model: str, base: Path, llama: dict[str, Path] | None) -> str:
     md.append("\nOne batch-1 layer forward, single-thread CPU time (us; thread time, steadier than wall time here):\n")
     md.append(table(["layer", "fp32 Linear", "bf16 Linear", "int4 g32 (int4pack_mm)", "int8 (int8pack_mm)",
                      "W8A8 (int_mm)"], kernel_rows(shapes)))  # fmt: skip
-    int4 = loaded.get("int4 GPTQ (g32 asym, act-order)")
+    int4 = loaded.get(GPTQ_ROW)
     if int4 is not None:
         md.append("\nWhere one batch-1 decode step of int4 GPTQ goes (ms, torch profiler, self CPU time):\n")
         md.append(table(["part", "ms"], profile_step(int4, vocab)))
