@@ -58,9 +58,9 @@ def test_bad_spec(kw: dict) -> None:
 
 def test_mse_range_search_beats_min_max() -> None:
     """Shrinking the range (GPTQ's `mse` quantizer) trades a few clipped extremes for finer levels: on normal
-    weights the summed |w - w_hat|^2.4 drops by > 10%, and never rises (the full range is one of the candidates)."""
+    weights the summed |w - w_hat|^2.4 drops by > 5%, and never rises (the full range is one of the candidates)."""
     torch.manual_seed(0)
     w = torch.randn(64, 128)
     for spec in (QuantSpec(4, 32, False), QuantSpec(4, 64, True)):
         err = [(quantize_rtn(w, spec, mse=m).dequantize() - w).abs().pow(2.4).sum(dim=1) for m in (False, True)]
-        assert torch.all(err[1] <= err[0] + 1e-6) and err[1].sum() < 0.9 * err[0].sum()
+        assert torch.all(err[1] <= err[0] + 1e-6) and err[1].sum() < 0.95 * err[0].sum()
