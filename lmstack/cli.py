@@ -28,7 +28,9 @@ COMMANDS: dict[str, Command] = {
         "lmstack.data.train_tokenizer", "TrainTokenizerConfig", "main", "train a BPE tokenizer on a corpus"
     ),
     "tokenize": Command("lmstack.tokenizer.commands", "TokenizeConfig", "tokenize", "show a text's pieces and ids"),
-    "convert": Command("lmstack.model.convert", "ConvertConfig", "main", "convert HF dir / GGUF file <-> HF dir"),
+    "convert": Command(
+        "lmstack.quant.convert", "ConvertConfig", "main", "convert between HF dirs, GGUF files and quantized dirs"
+    ),
     "models": Command("lmstack.model.local_models", "ModelsConfig", "main", "list models available offline"),
     "calc": Command("lmstack.model.calc", "CalcConfig", "main", "parameters, FLOPs, memory and KV-cache sizes"),
     "prepare-data": Command("lmstack.data.prepare", "PrepareConfig", "main", "dedup + tokenize a corpus into shards"),
@@ -36,6 +38,9 @@ COMMANDS: dict[str, Command] = {
     "distill": Command("lmstack.train.distill", "DistillConfig", "main", "distill a teacher into a small student"),
     "scaling": Command("lmstack.train.scaling", "ScalingConfig", "main", "scaling-law sweep and L(N, D) fit"),
     "speedrun": Command("lmstack.train.speedrun", "SpeedrunConfig", "main", "tokenizer -> pretrain -> report on CPU"),
+    "quantize": Command(
+        "lmstack.quant.quantize", "QuantizeConfig", "main", "quantize a model: RTN / GPTQ / AWQ, 4 or 8 bits"
+    ),
     "sft": Command("lmstack.finetune.sft", "SFTConfig", "main", "supervised fine-tuning (full; --method for others)"),
     "lora": Command("lmstack.finetune.sft", "LoraConfig", "main", "LoRA fine-tuning -> PEFT adapter"),
     "qlora": Command("lmstack.finetune.sft", "QLoraConfig", "main", "QLoRA: LoRA over an NF4 base -> PEFT adapter"),

@@ -97,7 +97,8 @@ def beam_search(
     eos = eos_ids_of(model, params)
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     C = max(2, 1 + len(eos)) * K
-    cache, logits, next_pos = prefill(model, prompts, K, T_new, stats)  # every beam starts from its prompt's prefill
+    # every beam starts from its prompt's prefill
+    cache, logits, next_pos = prefill(model, prompts, K, T_new, stats, params.kv_cache_dtype)
     rows = torch.arange(B, device=device).repeat_interleave(K)  # (B * K,) the prompt of each beam
     pipe = LogitsPipeline(params.replace(temperature=0.0), logits.shape[-1], eos, [prompts[r] for r in rows], device)
     s = BeamState(B, K, T_new, device)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lmstack.generate.kv_cache import ContiguousKVCache
+from lmstack.generate.kv_cache import ContiguousKVCache, new_cache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline, sample
 from lmstack.generate.stop import TextTracker
@@ -117,7 +117,7 @@ def make_generator(params: SamplingParams, device: torch.device) -> torch.Genera
 
 
 def prefill(
-    model: CausalLM, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats
+    model: CausalLM, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats, kv_dtype: str = "auto"
 ) -> tuple[ContiguousKVCache, torch.Tensor, torch.Tensor]:
     """One forward over the left-padded prompts; rows duplicated n times (the samples share the prefill).
     An encoder-decoder encodes the prompts once and prefills its decoder with `decoder_start_token_id`.
@@ -125,12 +125,12 @@ def prefill(
     Returns the cache, last logits (B * n, V) and the next position of every row (B * n, 1)."""
     ids, pos = left_pad(prompts, next(model.parameters()).device)
     if getattr(model.config, "is_encoder_decoder", False):
-        cache = ContiguousKVCache.for_model(model, len(prompts), max_len=1 + max_new)
+        cache = new_cache(model, len(prompts), 1 + max_new, kv_dtype)
         cache.encoder = model.encode(ids, pos)
         ids = torch.full((len(prompts), 1), model.config.decoder_start_token_id or 0, device=ids.device)
         pos = torch.zeros_like(ids)
     else:
-        cache = ContiguousKVCache.for_model(model, len(prompts), max_len=ids.shape[1] + max_new)
+        cache = new_cache(model, len(prompts), ids.shape[1] + max_new, kv_dtype)
     logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V)
     stats.forwards += 1
     stats.prompt_tokens += sum(len(x) for x in prompts)
@@ -159,7 +159,7 @@ def sample_stream(
     stats = stats if stats is not None else GenerationStats()
     eos = eos_ids_of(model, params)
     R = len(prompts) * params.n
-    cache, logits, next_pos = prefill(model, prompts, params.n, params.max_new_tokens, stats)
+    cache, logits, next_pos = prefill(model, prompts, params.n, params.max_new_tokens, stats, params.kv_cache_dtype)
     rows = [x for x in prompts for _ in range(params.n)]
     pipe = LogitsPipeline(params, logits.shape[-1], eos, rows, device)
     gen = make_generator(params, device)

@@ -15,8 +15,10 @@ parent beam; `n` samples duplicate the prompt's prefill instead of recomputing i
 the newest slots (speculative decoding rolls back rejected draft tokens). With `grow=True` the tensors start
 small and double on demand up to `max_len`. For an encoder-decoder model the cache holds the decoder's
 self-attention and carries the encoder's output as `encoder` (`lmstack.model.cache.EncoderCache`), whose rows
-`select` and `reorder_` move in step. Left out: paging and prefix sharing (`lmstack.serve`), quantized
-KV (int8/fp8), sliding-window ring buffers (a windowed model still gets a full cache; the mask does the rest).
+`select` and `reorder_` move in step. `new_cache(..., kv_cache_dtype="int8")` gives the INT8 cache of
+`lmstack.quant.kv_cache` (same operations, ~4x less memory). Left out: paging and prefix sharing
+(`lmstack.serve`), fp8 KV, sliding-window ring buffers (a windowed model still gets a full cache; the mask does
+the rest).
 """
 
 from __future__ import annotations
@@ -130,3 +132,12 @@ class ContiguousKVCache:
 
     def reset(self) -> None:
         self.truncate(0)
+
+
+def new_cache(model: CausalLM, batch: int, max_len: int, kv_cache_dtype: str = "auto") -> ContiguousKVCache:
+    """The cache `SamplingParams.kv_cache_dtype` asks for: contiguous in the model's dtype, or INT8."""
+    if kv_cache_dtype == "int8":
+        from lmstack.quant.kv_cache import Int8KVCache
+
+        return Int8KVCache.for_model(model, batch, max_len=max_len)  # type: ignore[return-value]
+    return ContiguousKVCache.for_model(model, batch, max_len=max_len)

@@ -48,6 +48,7 @@ class SamplingParams:
     num_draft_tokens: int = 4  # speculative: tokens drafted per target call
     prompt_lookup: bool = False  # speculative: draft by n-gram lookup in the context (no draft model)
     prompt_lookup_max_ngram: int = 3  # prompt lookup: longest suffix n-gram matched
+    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | int8 (per-head scales, lmstack.quant.kv_cache)
 
     def __post_init__(self) -> None:
         _check_int(self, "max_new_tokens", 0)
@@ -67,6 +68,8 @@ class SamplingParams:
         _check_int(self, "num_return_sequences", 1)
         _check_int(self, "num_draft_tokens", 1)
         _check_int(self, "prompt_lookup_max_ngram", 1)
+        if self.kv_cache_dtype not in ("auto", "int8"):
+            raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r}: expected 'auto' or 'int8'")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError(f"early_stopping={self.early_stopping!r}: expected true, false or 'never'")
         if self.num_return_sequences > self.beam_width and self.beam_width > 1:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from lmstack.generate.decode import GenerationStats, StreamEvent, check_prompts, eos_ids_of, make_generator
-from lmstack.generate.kv_cache import ContiguousKVCache
+from lmstack.generate.kv_cache import ContiguousKVCache, new_cache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline, fork
 from lmstack.generate.stop import TextTracker
@@ -95,7 +95,7 @@ class Drafter:
         self, model: CausalLM, prompt: list[int], params: SamplingParams, max_len: int, eos: list[int]
     ) -> None:
         self.model, self.params = model, params
-        self.cache = ContiguousKVCache.for_model(model, 1, max_len=max_len)
+        self.cache = new_cache(model, 1, max_len, params.kv_cache_dtype)
         dev = next(model.parameters()).device
         if len(prompt) > 1:
             ids = torch.tensor([prompt[:-1]], device=dev)
@@ -150,7 +150,7 @@ def _one_sequence(
     dev = next(model.parameters()).device
     eos = set(eos_ids_of(model, params))
     max_len = len(prompt) + params.max_new_tokens + params.num_draft_tokens + 1
-    cache = ContiguousKVCache.for_model(model, 1, max_len=max_len)
+    cache = new_cache(model, 1, max_len, params.kv_cache_dtype)
     if len(prompt) > 1:
         model(torch.tensor([prompt[:-1]], device=dev), positions=torch.arange(len(prompt) - 1, device=dev)[None],
               cache=cache)  # fmt: skip

@@ -13,7 +13,7 @@ Two layout facts matter:
 - llama.cpp's converter permutes the rows of Q and K inside every head (see `unpermute_qk`).
 
 Supported: architecture `llama` (Llama 1/2/3 without rope_freqs, Mistral, SmolLM); tensor types F32, F16, BF16,
-Q8_0, Q4_0, Q4_1; tokenizer model `gpt2` (byte-level BPE) with pre-tokenizer `smollm` or `gpt-2`. Left out:
+Q8_0, Q4_0, Q4_1; tokenizer model `gpt2` (byte-level BPE) with pre-tokenizer `smollm`, `gpt-2` or `llama-bpe`. Left out:
 SentencePiece (`llama`) vocabularies, the Llama-3 regex pre-tokenizers, k-quants, rope scaling, MoE GGUFs.
 """
 
@@ -29,6 +29,8 @@ import torch
 
 from lmstack.common.atomic import atomic_files
 from lmstack.common.log import progress
+from lmstack.tokenizer.hf_format import onig_compatible
+from lmstack.tokenizer.patterns import GPT4
 
 # Stored in model.safetensors' metadata; bump it when the output changes so cached conversions are redone.
 CONVERTER_VERSION = "2"
@@ -185,12 +187,23 @@ PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
     "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
     "gpt-2": _BYTE_LEVEL,
     "default": _BYTE_LEVEL,
+    # Llama 3 / GPT-4 (cl100k) split regex; llama.cpp also sets ignore_merges for it (as lmstack-trained vocabularies
+    # written by `lmstack convert --to x.gguf` need: their merges follow token ranks).
+    "llama-bpe": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": onig_compatible(GPT4)}, "behavior": "Isolated", "invert": False},
+            {**_BYTE_LEVEL, "use_regex": False},
+        ],
+    },
 }
+IGNORE_MERGES = ("llama-bpe",)
 
 
 def _bpe_json(
-    tokens: list[str], merges: list[list[str]], added: list[dict[str, Any]], pre: dict[str, Any]
-) -> dict[str, Any]:
+    tokens: list[str], merges: list[list[str]], added: list[dict[str, Any]], pre: dict[str, Any],
+    ignore_merges: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """A `tokenizers` BPE tokenizer.json: byte-level pre-tokenizer, decoder and post-processor.
 
     The BPE model has no unk token: a byte the vocabulary lacks (SmolLM2 lacks 21, e.g. 0x04) is dropped, as
@@ -208,7 +221,7 @@ def _bpe_json(
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
             "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": ignore_merges,
             "vocab": {tok: i for i, tok in enumerate(tokens)}, "merges": merges,
         },
     }  # fmt: skip
@@ -238,7 +251,7 @@ def tokenizer_files(reader: Any, config: dict[str, Any]) -> dict[str, dict[str, 
         i = _meta(reader, f"tokenizer.ggml.{key}_token_id", None)
         return tokens[i] if i is not None and 0 <= i < len(tokens) else None
 
-    tokenizer_json = _bpe_json(tokens, merges, added, PRE_TOKENIZERS[pre])
+    tokenizer_json = _bpe_json(tokens, merges, added, PRE_TOKENIZERS[pre], pre in IGNORE_MERGES)
     specials = {k: token(k2) for k, k2 in (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"),
                                            ("pad_token", "padding"))}  # fmt: skip
     specials = {k: v for k, v in specials.items() if v is not None}

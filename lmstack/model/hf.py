@@ -8,7 +8,8 @@ names, generation_config.json and, if a tokenizer was given, its files. Architec
 `"model_type": "lmstack"`, our field names in config.json and our tensor names. Weights are read only from
 safetensors; a pickle-only checkpoint (`pytorch_model.bin`) is refused with an explanation.
 Follows the name layouts of `transformers`' modeling_gpt2/llama/mistral/qwen2/mixtral (tables in hf_names.py).
-Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, HF quantized checkpoints,
+Quantized checkpoints (GPTQ or bitsandbytes-NF4 `quantization_config`) are rebuilt by `lmstack.quant.checkpoint`.
+Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, other quantization formats,
 BERT's pooler (tanh dense on [CLS], unused by sentence embedders: skipped on import, absent on export) and
 relative-position BERT variants.
 """
@@ -538,6 +539,10 @@ def load_hf_dir(
         if cfg.dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
     tensors = read_safetensors(directory)
+    if "quantization_config" in hf:  # a quantized checkpoint (GPTQ / NF4 layout): lmstack.quant rebuilds its layers
+        from lmstack.quant.checkpoint import load_quantized
+
+        return load_quantized(hf, cfg, tensors, device)
     if cfg.is_encoder_decoder:
         model = EncoderDecoder.without_init(cfg, device)
     else:

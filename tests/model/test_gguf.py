@@ -196,7 +196,7 @@ def test_smollm_pre_tokenizer_splits_digits(tmp_path: Path, pre: str) -> None:
         (dict(arch="qwen2"), "architecture 'qwen2' is not supported"),
         (dict(qtype="Q5_0"), "type Q5_0; supported"),
         (dict(tok_model="llama"), "tokenizer.ggml.model='llama' is not supported"),
-        (dict(pre="llama-bpe"), "tokenizer.ggml.pre='llama-bpe' is not supported"),
+        (dict(pre="deepseek-coder"), "tokenizer.ggml.pre='deepseek-coder' is not supported"),
         (dict(rope_dims=8), "rope.dimension_count=8 != head dim 16: partial rotary"),
     ],
 )

@@ -1,0 +1,92 @@
+"""`lmstack quantize`: the recipe end to end on a tiny model, resume after an interruption, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmstack.cli import main as cli
+from lmstack.model import load_model
+from lmstack.quant.quantize import QuantizeConfig, quantize
+from lmstack.quant.swap import quantized_layers
+
+
+def _cfg(model_dir: Path, calib: Path, out: Path, **kw) -> QuantizeConfig:
+    base = dict(model=str(model_dir), out_dir=str(out), calib=str(calib), calib_samples=8, calib_seq_len=32,
+                batch_size=4, eval_tokens=0, group_size=32, threads=1)  # fmt: skip
+    return QuantizeConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_cli_quantize_then_generate(
+    tmp_path: Path, tiny_model_dir: Path, calib_file: Path, method: str, capsys
+) -> None:
+    out = tmp_path / method
+    args = ["quantize", f"--model={tiny_model_dir}", f"--out_dir={out}", f"--method={method}", "--bits=4",
+            "--group_size=32", f"--calib={calib_file}", "--calib_samples=8", "--calib_seq_len=32",
+            "--eval_tokens=0"]  # fmt: skip
+    assert cli(args) == 0
+    assert "15 layers quantized" in capsys.readouterr().out
+    report = json.loads((out / "quantize.json").read_text())
+    assert report["config"]["method"] == method and report["layers"] == 15
+    assert (
+        cli(["generate", "the king", f"--model={out}", "--sampling.temperature=0", "--sampling.max_new_tokens=5"]) == 0
+    )
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
+    full = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "full", method="gptq"))
+    assert not full.get("interrupted")
+    stopped = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", stop_after_blocks=1))
+    assert stopped == {"interrupted": True} and (tmp_path / "part.partial" / "state.json").is_file()
+    assert not (tmp_path / "part").exists()
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", resume=True))
+    assert not (tmp_path / "part.partial").exists()
+    a = quantized_layers(load_model(tmp_path / "full")[0])
+    b = quantized_layers(load_model(tmp_path / "part")[0])
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name].q, b[name].q) and torch.equal(a[name].scales, b[name].scales), name
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="awq", stop_after_blocks=1))
+    with pytest.raises(ValueError, match="--bits"):
+        quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="awq", bits=8, group_size=-1, resume=True))
+    with pytest.raises(FileNotFoundError, match="no partial state"):
+        quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "other", method="awq", resume=True))
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--method=magic"], "--method='magic'"),
+        (["--bits=3"], "--bits=3"),
+        (["--group_size=48"], "in_features=64 is not divisible by --group_size=48"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path, args: list, match: str, capsys) -> None:
+    assert cli(["quantize", f"--model={tiny_model_dir}", f"--out_dir={tmp_path / 'q'}", *args]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_foreign_out_dir_needs_overwrite_and_keeps_its_files(
+    tmp_path: Path, tiny_model_dir: Path, calib_file: Path
+) -> None:
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--overwrite"):
+        quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="rtn"))
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="rtn", overwrite=True))
+    assert (tmp_path / "q" / "config.json").is_file() and (tmp_path / "q" / "notes.txt").read_text() == "mine"
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="gptq"))  # an lmstack save: replaced freely
+    assert load_model(tmp_path / "q")[0] is not None
+
+
+def test_already_quantized_model_is_refused(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="rtn"))
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize(_cfg(tmp_path / "q", calib_file, tmp_path / "qq", method="rtn"))
