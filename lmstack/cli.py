@@ -55,7 +55,8 @@ COMMANDS: dict[str, Command] = {
     "orpo": Command("lmstack.align.orpo", "ORPOConfig", "main", "SFT + odds-ratio preference tuning in one stage"),
     "grpo": Command("lmstack.align.grpo", "GRPOConfig", "main", "RL from verifiable rewards with group advantages"),
     "pipeline": Command("lmstack.align.pipeline", "PipelineConfig", "main", "stages in order (pretrain -> sft -> dpo)"),
-    "serve": Command("lmstack.serve.server", "ServeConfig", "main", "OpenAI-compatible server + web chat page"),
+    # serve runs through lmstack.rag.serving: the serving stage's server plus --embedding_model / --rag_index
+    "serve": Command("lmstack.rag.serving", "RagServeConfig", "main", "OpenAI-compatible server + web chat page"),
     "rag": Command("lmstack.rag.cli", "RagConfig", "main", "retrieval-augmented QA: index | query | ask | eval"),
     "rag-train-reranker": Command(
         "lmstack.rag.train_reranker", "TrainRerankerConfig", "main", "train the cross-encoder on mined pairs"

@@ -75,6 +75,8 @@ def where_sql(where: dict[str, Any] | None, placeholder: str = "?", meta_expr: s
             raise ValueError(f"filter key {key!r}: use letters, digits and _ only")
         expr = key if key in COLUMNS else meta_expr.format(key)
         values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or not all(isinstance(v, (str, int, float)) for v in values):
+            raise ValueError(f"filter {key}={value!r}: expected a string or number, or a non-empty list of them")
         if key == "path" and not isinstance(value, (list, tuple)) and any(c in str(value) for c in "*?["):
             conds.append(f"path {'GLOB' if placeholder == '?' else 'LIKE'} {placeholder}")
             params.append(value if placeholder == "?" else glob_to_like(str(value)))

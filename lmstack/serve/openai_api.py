@@ -8,7 +8,9 @@ request per prompt (AsyncEngine) and answers either one JSON body or a server-se
   - streaming sends the role first, then text deltas, then each choice's finish_reason, then (with
     `stream_options.include_usage`) a usage chunk with no choices;
   - `response_format` json_object / json_schema become the JSON / JSON-schema constraints of lmstack.generate;
-  - usage reports `prompt_tokens_details.cached_tokens`: prompt tokens served from the prefix cache.
+  - usage reports `prompt_tokens_details.cached_tokens`: prompt tokens served from the prefix cache;
+  - a chat request with `"retrieval"` is answered from the server's collection with numbered sources, and the
+    response carries the sources and the checked citations (retrieval.py).
 A client that disconnects (mid-stream or while waiting for a JSON body) aborts its engine requests.
 """
 
@@ -29,6 +31,7 @@ from lmstack.generate.stop import token_bytes
 from lmstack.serve.errors import APIError
 from lmstack.serve.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from lmstack.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from lmstack.serve.retrieval import Grounded, ground_request, report
 from lmstack.tokenizer.chat import PLAIN_STOP, chat_stop_ids, has_chatml, render_prompt, template_system_prompt
 
 router = APIRouter(prefix="/v1")
@@ -42,7 +45,14 @@ def _state(request: Request) -> Any:
 async def list_models(request: Request) -> dict:
     s = _state(request)
     card = {"id": s.model_name, "object": "model", "created": s.created, "owned_by": "lmstack"}
-    return {"object": "list", "data": [card | {"max_model_len": s.max_model_len}]}
+    chat = card | {"max_model_len": s.max_model_len}
+    if s.retrieval is not None:  # chat requests may ask for retrieval from this collection (retrieval.py)
+        chat["retrieval"] = s.retrieval.describe()
+    data = [chat]
+    if s.embedder is not None:  # /v1/embeddings (embeddings.py)
+        e = s.embedder
+        data.append(card | {"id": e.name, "max_model_len": e.max_tokens, "dimensions": e.dim})
+    return {"object": "list", "data": data}
 
 
 def _check_model(s: Any, body: SamplingFields) -> None:
@@ -288,11 +298,16 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 # ---- /v1/chat/completions ----------------------------------------------------------------------------------
 
 
-def _chat_prompt(s: Any, body: ChatCompletionRequest) -> tuple[list[int], list[int], list[str]]:
-    """Prompt ids, stop ids and stop strings for a conversation, in the model's chat template."""
+def _chat_messages(s: Any, body: ChatCompletionRequest) -> list[dict[str, str]]:
+    """The conversation as role/content dicts, with the template's default system prompt when none is given."""
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     if messages[0]["role"] != "system" and (default := template_system_prompt(s.tokenizer)):
         messages = [{"role": "system", "content": default}] + messages
+    return messages
+
+
+def _chat_prompt(s: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[int], list[str]]:
+    """Prompt ids, stop ids and stop strings for a conversation, in the model's chat template."""
     ids = render_prompt(s.tokenizer, messages)
     if has_chatml(s.tokenizer):
         return ids, chat_stop_ids(s.tokenizer), []
@@ -317,7 +332,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     _check_model(s, body)
     if problem := body.problem():
         raise APIError(400, problem, param="messages" if not body.messages else None)
-    ids, stop_ids, stop_strings = _chat_prompt(s, body)
+    grounded = await ground_request(s, body)  # retrieval.py: None unless the request asks for retrieval
+    if grounded is not None and grounded.messages is None:  # nothing relevant found: abstain, no model call
+        return _fixed_reply(s, body, grounded)
+    ids, stop_ids, stop_strings = _chat_prompt(s, grounded.messages if grounded else _chat_messages(s, body))
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     max_tokens = _max_tokens(s, [ids], asked, param)
@@ -335,13 +353,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
                     "logprobs": _chat_logprobs(s, c.logprobs, bool(top)), "finish_reason": c.finish_reason}
                    for c in out.outputs]  # fmt: skip
-        return head | {"object": "chat.completion", "choices": choices, "usage": _usage([out])}
+        response = head | {"object": "chat.completion", "choices": choices, "usage": _usage([out])}
+        if grounded is not None:
+            response["retrieval"] = report(s, grounded, out.outputs[0].text)
+        return response
 
     async def events() -> AsyncIterator[str]:
         chunk = head | {"object": "chat.completion.chunk"}
+        sources = {"retrieval": report(s, grounded, None)} if grounded is not None else {}
         for j in range(params.n):
             yield _sse(chunk | {"choices": [{"index": j, "delta": {"role": "assistant", "content": ""},
-                                             "logprobs": None, "finish_reason": None}]})  # fmt: skip
+                                             "logprobs": None, "finish_reason": None}]} | sources)  # fmt: skip
         final = None
         ended: set[int] = set()  # choices whose finish_reason was sent
         last: dict[str, float] = {}
@@ -368,10 +390,40 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                         ended.add(c.index)
                         yield _sse(chunk | {"choices": [{"index": c.index, "delta": {}, "logprobs": None,
                                                          "finish_reason": c.finish_reason}]})  # fmt: skip
+            if final is not None and grounded is not None:
+                yield _sse(chunk | {"choices": [], "retrieval": report(s, grounded, final.outputs[0].text)})
             if final is not None and body.stream_options is not None and body.stream_options.include_usage:
                 yield _sse(chunk | {"choices": [], "usage": _usage([final])})
         except Exception as e:
             yield _error_event(f"{type(e).__name__}: {e}")
+        yield _sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _fixed_reply(s: Any, body: ChatCompletionRequest, grounded: Grounded) -> Any:
+    """A retrieval request answered without the model (the sources were not relevant enough): the same shapes."""
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": s.model_name}
+    usage = _usage([])
+    checked = {"retrieval": report(s, grounded, grounded.reply)}
+    if not body.stream:
+        message = {"role": "assistant", "content": grounded.reply}
+        return head | {"object": "chat.completion", "choices": [{"index": 0, "message": message, "logprobs": None,
+                       "finish_reason": "stop"}], "usage": usage} | checked  # fmt: skip
+
+    async def events() -> AsyncIterator[str]:
+        chunk = head | {"object": "chat.completion.chunk"}
+
+        def choice(delta: dict, finish: str | None) -> dict:
+            return {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        sources = {"retrieval": report(s, grounded, None)}
+        yield _sse(chunk | choice({"role": "assistant", "content": ""}, None) | sources)
+        yield _sse(chunk | choice({"content": grounded.reply}, None))
+        yield _sse(chunk | choice({}, "stop"))
+        yield _sse(chunk | {"choices": []} | checked)
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield _sse(chunk | {"choices": [], "usage": usage})
         yield _sse("[DONE]")
 
     return StreamingResponse(events(), media_type="text/event-stream")

@@ -6,14 +6,16 @@ integer belongs, or an unknown field is a 400 naming the field, never a silent c
 has and lmstack does not serve (tools, function calling, `suffix`, `best_of` != n) are accepted by name and
 refused with a clear message if set. Extensions beyond OpenAI use `SamplingParams`' own names (`top_k`,
 `min_p`, `typical_p`, `repetition_penalty`, `no_repeat_ngram_size`, `min_tokens`, `ignore_eos`,
-`stop_token_ids`, `regex`, `choices`); the `openai` client sends them with `extra_body=`.
+`stop_token_ids`, `regex`, `choices`); the `openai` client sends them with `extra_body=`. Chat requests may also
+ask for a grounded answer from the server's collection with `"retrieval": true` or `{"k": 3, ...}` (retrieval.py),
+and `/v1/embeddings` takes `truncate` (embeddings.py).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmstack.generate.params import SamplingParams
 
@@ -142,8 +144,19 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+class RetrievalOptions(BaseModel):
+    """The `retrieval` field of a chat request: answer the last user message from the server's collection."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    k: int | None = Field(None, ge=1, le=20)  # sources in the prompt (default: the server's --rag_k)
+    mode: Literal["bm25", "dense", "hybrid"] | None = None  # default: the server's --rag_mode
+    where: dict[str, Any] | None = None  # metadata filter, e.g. {"path": "library/*"}
+    min_score: float | None = Field(None, ge=-1, le=1)  # abstain below this best dense cosine (default: server's)
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage]
+    retrieval: RetrievalOptions | None = None  # extension: grounded answer with numbered, checked sources
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
@@ -160,4 +173,24 @@ class ChatCompletionRequest(SamplingFields):
             return "tools / function calling are not supported"
         if not self.messages:
             return "messages: expected at least one message"
+        if self.retrieval is not None and self.n != 1:
+            return "retrieval: needs n = 1 (citations are checked for one answer)"
         return None
+
+    @field_validator("retrieval", mode="before")
+    @classmethod
+    def _retrieval_flag(cls, value: Any) -> Any:
+        """`true` = retrieval with the server's defaults, `false` = none (so errors name e.g. `retrieval.k`)."""
+        return {} if value is True else None if value is False else value
+
+
+class EmbeddingRequest(BaseModel):
+    """`POST /v1/embeddings` (embeddings.py)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]  # token arrays are recognized only to refuse them clearly
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None  # accepted, unused
+    truncate: bool = False  # extension: cut texts longer than the model's window instead of refusing them

@@ -5,7 +5,8 @@
          -d '{"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}]}'
 
 Routes, one router per group so more can be added (`app.include_router(...)`): `/v1/completions`,
-`/v1/chat/completions`, `/v1/models` (openai_api.py, behind the optional API key); `/health`, `/metrics`
+`/v1/chat/completions`, `/v1/models` (openai_api.py), `/v1/embeddings` (embeddings.py), all behind the optional
+API key; `/health`, `/metrics`
 (Prometheus text format); `/` (the chat page, static/chat.html). Around them: a body-size limit (413), strict
 OpenAI-style errors (errors.py), a bounded queue (429), an API key compared in constant time (401).
 The server binds 127.0.0.1 unless `--host` says otherwise. SIGTERM (or Ctrl-C) stops accepting connections,
@@ -14,6 +15,7 @@ lets in-flight requests finish (up to `--drain_timeout` seconds), then stops the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import importlib.resources
@@ -23,7 +25,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,9 @@ class ServeState:
     api_key: str
     metrics: ServeMetrics
     created: int
+    embedder: Any = None  # embeddings.TextEmbedder behind /v1/embeddings (None: the route answers 404)
+    retrieval: Any = None  # retrieval.RetrievalService for chat requests with "retrieval" (None: 400)
+    embed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one embedding forward at a time
 
 
 # ---- middleware: body size limit, response counting -----------------------------------------------------------
@@ -203,9 +208,13 @@ def build_app(
     api_key: str = "",
     max_queue: int = 256,
     max_body_bytes: int = 1 << 20,
+    embedder: Any = None,
+    retrieval: Any = None,
 ) -> FastAPI:
-    """The ASGI app around `engine`; its lifespan starts and stops the engine thread."""
-    from lmstack.serve import openai_api
+    """The ASGI app around `engine`; its lifespan starts and stops the engine thread. `embedder` serves
+    /v1/embeddings (embeddings.TextEmbedder), `retrieval` grounds chat requests (retrieval.RetrievalService);
+    lmstack/rag/serving.py builds both from `lmstack serve --embedding_model / --rag_index`."""
+    from lmstack.serve import embeddings, openai_api
 
     async_engine = AsyncEngine(engine)
 
@@ -219,9 +228,10 @@ def build_app(
     serve_metrics = ServeMetrics()
     app.state.serve = ServeState(
         async_engine, tokenizer, model_name, engine.max_model_len, engine.model.config.vocab_size,
-        max_queue, api_key, serve_metrics, int(time.time()),
+        max_queue, api_key, serve_metrics, int(time.time()), embedder, retrieval,
     )  # fmt: skip
     app.include_router(openai_api.router, dependencies=[Depends(check_api_key)])
+    app.include_router(embeddings.router, dependencies=[Depends(check_api_key)])
     app.include_router(ops)
     app.include_router(page)
 
@@ -264,7 +274,8 @@ def served_name(spec: str) -> str:
     return path.stem if path.suffix == ".gguf" else (path.name or spec)
 
 
-def main(cfg: ServeConfig) -> int:
+def main(cfg: ServeConfig, embedder: Any = None, retrieval: Any = None) -> int:
+    """Load the model, build the app (with an embedder / retrieval service if given) and serve until SIGTERM."""
     import uvicorn
 
     from lmstack.common.log import info
@@ -274,7 +285,7 @@ def main(cfg: ServeConfig) -> int:
     engine = Engine(model, tok, cfg.engine_config())
     name = cfg.served_model_name or served_name(cfg.model)
     api_key = cfg.api_key or os.environ.get("LMSTACK_API_KEY", "")
-    app = build_app(engine, tok, name, api_key, cfg.max_queue, cfg.max_body_bytes)
+    app = build_app(engine, tok, name, api_key, cfg.max_queue, cfg.max_body_bytes, embedder, retrieval)
     sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

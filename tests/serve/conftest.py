@@ -140,3 +140,41 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
+
+
+# ---- retrieval and embeddings (lmstack/rag/serving.py plugs lmstack.rag into the server) ----------------------
+
+DOCS = {  # a small collection: each question below has one clearly right source
+    "tutorial/files.md": "# Reading and Writing Files\n\nTo read a file line by line, loop over the file object: "
+    "`for line in f: print(line)`. This is memory efficient and fast.\n\nUse `f.readlines()` to get a list of "
+    "all the lines of the file.\n",
+    "library/json.rst": "json --- JSON encoder and decoder\n=================================\n\n``json.dumps`` "
+    "serializes an object to a JSON formatted string. ``json.loads`` parses a JSON document into an object.\n",
+    "library/asyncio.md": "# Event loop\n\nThe event loop runs asynchronous tasks and callbacks, performs network "
+    "IO operations and runs subprocesses.\n",
+}
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from lmstack.rag.embedder import SentenceEmbedder
+
+    return SentenceEmbedder("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def collection(minilm, tmp_path_factory):
+    """An in-memory hybrid collection (MiniLM + exact search) of DOCS."""
+    from lmstack.rag import Index, IndexSettings
+    from lmstack.rag.documents import Document
+
+    ix = Index.create(tmp_path_factory.mktemp("rag") / "ix", IndexSettings(ann="exact", chunk_size=60),
+                      embedder=minilm)  # fmt: skip
+    ix.add_documents([Document(path, path.rsplit("/", 1)[-1], text) for path, text in DOCS.items()])
+    return ix
+
+
+@pytest.fixture(scope="session")
+def long_tiny(tmp_path_factory):
+    """The tiny test model with a 2,048-token window: grounded prompts (rules + sources) are long."""
+    return load_model(str(make_model_dir(tmp_path_factory.mktemp("tiny-long"), max_seq_len=2048)), device="cpu")
