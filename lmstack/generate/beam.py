@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lmstack.generate.decode import GenerationStats, check_prompts, eos_ids_of, left_pad
+from lmstack.generate.fast_forward import forward_fn
 from lmstack.generate.kv_cache import ContiguousKVCache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline
@@ -100,7 +101,8 @@ def beam_search(
     C = max(2, 1 + len(eos)) * K
     ids, pos = left_pad(prompts, device)
     cache = ContiguousKVCache.for_model(model, B, max_len=ids.shape[1] + T_new)
-    logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V) prefill once per prompt
+    forward = forward_fn(model)
+    logits = forward(ids, pos, cache, True)[:, -1]  # (B, V) prefill once per prompt
     stats.forwards += 1
     rows = torch.arange(B, device=device).repeat_interleave(K)  # every beam starts from its prompt's prefill
     cache.select(rows)
@@ -129,7 +131,7 @@ def beam_search(
         pipe.select(src)
         new = s.run_tok[:, :, t].reshape(-1)  # (B*K,)
         pipe.append(new)
-        logits = model(new[:, None], positions=next_pos, cache=cache).logits[:, -1]
+        logits = forward(new[:, None], next_pos, cache)[:, -1]
         stats.forwards += 1
         next_pos = next_pos + 1
     out = []

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from lmstack.generate.fast_forward import Logits, forward_fn
 from lmstack.generate.kv_cache import ContiguousKVCache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline, sample
@@ -116,14 +117,14 @@ def make_generator(params: SamplingParams, device: torch.device) -> torch.Genera
 
 
 def prefill(
-    model: CausalLM, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats
+    model: CausalLM, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats, forward: Logits
 ) -> tuple[ContiguousKVCache, torch.Tensor, torch.Tensor]:
     """One forward over the left-padded prompts; rows duplicated n times (the samples share the prefill).
 
     Returns the cache, last logits (B * n, V) and the next position of every row (B * n, 1)."""
     ids, pos = left_pad(prompts, next(model.parameters()).device)
     cache = ContiguousKVCache.for_model(model, len(prompts), max_len=ids.shape[1] + max_new)
-    logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V)
+    logits = forward(ids, pos, cache, True)[:, -1]  # (B, V): the LM head runs on the last position only
     stats.forwards += 1
     stats.prompt_tokens += sum(len(x) for x in prompts)
     next_pos = pos[:, -1:] + 1  # (B, 1)
@@ -151,11 +152,12 @@ def sample_stream(
     stats = stats if stats is not None else GenerationStats()
     eos = eos_ids_of(model, params)
     R = len(prompts) * params.n
-    cache, logits, next_pos = prefill(model, prompts, params.n, params.max_new_tokens, stats)
+    forward = forward_fn(model)  # the module-call-free forward when it covers the model (fast_forward.py)
+    cache, logits, next_pos = prefill(model, prompts, params.n, params.max_new_tokens, stats, forward)
     rows = [x for x in prompts for _ in range(params.n)]
     pipe = LogitsPipeline(params, logits.shape[-1], eos, rows, device)
     gen = make_generator(params, device)
-    eos_t = torch.tensor(eos, dtype=torch.long, device=device)
+    eos_set = set(eos)
     trackers = [TextTracker(tokenizer, params.stop) for _ in range(R)] if tokenizer is not None else None
     states = [constraint.start() for _ in range(R)] if constraint is not None else None
     done = [False] * R
@@ -166,8 +168,8 @@ def sample_stream(
             left = params.max_new_tokens - step - 1
             scores = scores.masked_fill(~constraint.masks(states, left, scores.device), float("-inf"))
         tok = scores.argmax(-1) if params.greedy else sample(pipe.warp(scores), gen)  # (R,)
-        hit_eos = torch.isin(tok, eos_t).tolist() if eos else [False] * R
-        tok_list = tok.tolist()
+        tok_list = tok.tolist()  # the step's one host read
+        hit_eos = [t in eos_set for t in tok_list]
         for r in range(R):
             if done[r]:
                 continue
@@ -190,7 +192,7 @@ def sample_stream(
         if all(done) or step == params.max_new_tokens - 1:
             break
         pipe.append(tok)
-        logits = model(tok[:, None], positions=next_pos, cache=cache).logits[:, -1]
+        logits = forward(tok[:, None], next_pos, cache)[:, -1]
         stats.forwards += 1
         next_pos = next_pos + 1
     if constraint is not None:  # a row that filled its budget exactly and accepts is complete

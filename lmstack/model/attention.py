@@ -25,7 +25,7 @@ from torch import nn
 from lmstack.model.cache import KVCache
 from lmstack.model.config import ModelConfig
 from lmstack.model.norms import RMSNorm
-from lmstack.model.positions import apply_rope
+from lmstack.model.positions import apply_rope_signed
 
 
 def position_bias(
@@ -63,6 +63,22 @@ def position_bias(
     return bias.to(dtype)
 
 
+class SharedBias:
+    """One forward's attention bias, built by the first layer and reused by the next ones while they read the same
+    key-positions tensor: without a cache that is `positions` itself, and the contiguous cache returns one view per
+    forward. A cache that returns a new tensor per layer simply gets a bias per layer (the result is the same)."""
+
+    def __init__(self) -> None:
+        self.k_pos: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+
+    def get(self, q_pos: torch.Tensor, k_pos: torch.Tensor, *args: object) -> torch.Tensor:
+        """`position_bias(q_pos, k_pos, *args)`, computed once per key-positions tensor (`args` are per-model)."""
+        if k_pos is not self.k_pos:
+            self.k_pos, self.bias = k_pos, position_bias(q_pos, k_pos, *args)
+        return self.bias
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -86,11 +102,14 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         plain_causal: bool = False,
         return_weights: bool = False,
+        shared: SharedBias | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, D), positions (B, T) -> (B, T, D) and, if asked, weights (B, H, T, S).
 
+        rope: (cos, signed sin) from `RotaryEmbedding.signed`, computed once per forward.
         plain_causal: the caller guarantees positions are arange(T) for every row and there is no cache, so the
-        mask is the plain triangle (the SDPA `is_causal` fast path)."""
+        mask is the plain triangle (the SDPA `is_causal` fast path).
+        shared: the forward's `SharedBias`, so the mask is built once, not once per layer."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
@@ -98,17 +117,16 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope_signed(q, *rope), apply_rope_signed(k, *rope)
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.update(self.layer_idx, k, v, positions)  # (B, Hkv, S, hd), (B, S)
         use_ref = return_weights or self.impl == "reference"
         fast = plain_causal and slopes is None and (self.window is None or self.window >= T)
-        bias = (
-            None
-            if fast
-            else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype, packed=cache is None)
-        )
+        bias = None
+        if not fast:
+            args = (self.causal, self.window, slopes, q.dtype, cache is None)  # cache is None: rows may be packed
+            bias = (shared or SharedBias()).get(positions, k_pos, *args)
         drop = self.dropout if self.training else 0.0
         weights = None
         if use_ref:

@@ -118,15 +118,31 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin (B, 1, T, rope_dim) in `dtype` (pads, p = -1, get a harmless angle)."""
+        angles = self._angles(positions)
+        emb = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, rope_dim)
+        return self._scaled(emb.cos(), dtype), self._scaled(emb.sin(), dtype)
+
+    def signed(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, T) -> cos, signed sin (B, 1, T, rope_dim) for `apply_rope_signed`: the sin table with
+        its first half negated, so the rotation needs no negation per layer (the model computes it once)."""
+        angles = self._angles(positions)
+        cos = torch.cat([angles, angles], dim=-1)[:, None].cos()  # (B, 1, T, rope_dim)
+        sin = torch.cat([-angles, angles], dim=-1)[:, None].sin()  # sin(-a) = -sin(a): the first half negated
+        return self._scaled(cos, dtype), self._scaled(sin, dtype)
+
+    def _angles(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions (B, T) -> angles p * inv_freq (B, T, rope_dim/2) in float32."""
         inv_freq = self.inv_freq
         if _scaling_kind(self.scaling) == "dynamic":
             longest = int(positions.max()) + 1  # dynamic NTK depends on the current length (one host sync)
             if longest > self.max_seq_len:
                 inv_freq, _ = rope_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len, longest)
                 inv_freq = inv_freq.to(positions.device)
-        angles = positions.float()[..., None] * inv_freq.float()  # (B, T, rope_dim/2)
-        emb = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, rope_dim)
-        return (emb.cos() * self.attention_factor).to(dtype), (emb.sin() * self.attention_factor).to(dtype)
+        return positions.float()[..., None] * inv_freq.float()
+
+    def _scaled(self, table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        table = table * self.attention_factor if self.attention_factor != 1.0 else table  # YaRN only
+        return table if table.dtype == dtype else table.to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -142,6 +158,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         return x * cos + rotate_half(x) * sin
     rot, keep = x[..., :rd], x[..., rd:]
     return torch.cat([rot * cos + rotate_half(rot) * sin, keep], dim=-1)
+
+
+def apply_rope_signed(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` with the tables of `RotaryEmbedding.signed`: rotate_half(x) * sin == roll(x, d/2) * signed_sin,
+    so a rotation is three ops instead of six (what the model runs; tests tie it to `apply_rope`)."""
+    rd = cos.shape[-1]
+    if rd == x.shape[-1]:
+        return torch.addcmul(x * cos, x.roll(rd // 2, -1), signed_sin)
+    rot, keep = x[..., :rd], x[..., rd:]
+    return torch.cat([torch.addcmul(rot * cos, rot.roll(rd // 2, -1), signed_sin), keep], dim=-1)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
