@@ -44,7 +44,6 @@ def position_bias(
     another, each with positions restarting at 0 (fine-tuning's packing); a position that does not increase
     starts a new sequence, and a query reads only keys of its own sequence (a block-diagonal causal mask)."""
     p, q = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
-    dist = p - q  # (B, T, S)
     allowed = q >= 0
     if packed:
         starts = torch.ones_like(q_pos, dtype=torch.bool)
@@ -52,15 +51,14 @@ def position_bias(
         seq = starts.cumsum(dim=1)  # (B, T) sequence index of every token
         allowed = allowed & (seq[:, :, None] == seq[:, None, :])
     if causal:
-        allowed = allowed & (dist >= 0)
+        allowed = allowed & (q <= p)
     if window is not None:
-        allowed = allowed & (dist.abs() < window)
+        allowed = allowed & ((p - q).abs() < window)
     allowed = allowed | (p < 0)  # padded queries read everything: no all-masked rows, no NaN
-    bias = torch.zeros(allowed.shape, dtype=torch.float32, device=q_pos.device)
-    bias = bias.masked_fill(~allowed, float("-inf"))[:, None]  # (B, 1, T, S)
+    bias = torch.where(allowed, 0.0, float("-inf"))[:, None]  # (B, 1, T, S) float32
     if slopes is not None:
-        bias = bias - slopes.to(bias.device)[None, :, None, None] * dist.abs()[:, None].float()  # (B, H, T, S)
-    return bias.to(dtype)
+        bias = bias - slopes.to(bias.device)[None, :, None, None] * (p - q).abs()[:, None].float()  # (B, H, T, S)
+    return bias if bias.dtype == dtype else bias.to(dtype)
 
 
 class SharedBias:

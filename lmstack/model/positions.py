@@ -107,6 +107,7 @@ class RotaryEmbedding(nn.Module):
         self.dim, self.theta, self.scaling, self.max_seq_len = dim, theta, scaling, max_seq_len
         inv_freq, self.attention_factor = rope_inv_freq(dim, theta, scaling, max_seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._tables()
 
     def _apply(self, fn: Any, recurse: bool = True) -> RotaryEmbedding:
         # `model.to(bfloat16)` would round the frequencies by ~0.4% (an angle error of radians by position 1000),
@@ -114,7 +115,13 @@ class RotaryEmbedding(nn.Module):
         super()._apply(fn, recurse)
         inv_freq, _ = rope_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len)
         self.inv_freq = inv_freq.to(self.inv_freq.device)
+        self._tables()
         return self
+
+    def _tables(self) -> None:
+        """[f, f] and [-f, f] for `signed` (plain attributes: recomputed with inv_freq, never saved)."""
+        f = self.inv_freq.float()
+        self.both_freq, self.signed_freq = torch.cat([f, f]), torch.cat([-f, f])
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin (B, 1, T, rope_dim) in `dtype` (pads, p = -1, get a harmless angle)."""
@@ -125,20 +132,27 @@ class RotaryEmbedding(nn.Module):
     def signed(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, signed sin (B, 1, T, rope_dim) for `apply_rope_signed`: the sin table with
         its first half negated, so the rotation needs no negation per layer (the model computes it once)."""
-        angles = self._angles(positions)
-        cos = torch.cat([angles, angles], dim=-1)[:, None].cos()  # (B, 1, T, rope_dim)
-        sin = torch.cat([-angles, angles], dim=-1)[:, None].sin()  # sin(-a) = -sin(a): the first half negated
+        freq = self._inv_freq(positions)
+        both, signed = self.both_freq, self.signed_freq  # (rope_dim,) [f, f] and [-f, f]
+        if freq is not self.inv_freq:  # dynamic NTK past the trained length
+            both, signed = torch.cat([freq, freq]), torch.cat([-freq, freq])
+        p = positions[:, None, :, None].float()  # (B, 1, T, 1)
+        cos, sin = (p * both).cos(), (p * signed).sin()  # sin(-a) = -sin(a): the first half negated
         return self._scaled(cos, dtype), self._scaled(sin, dtype)
 
     def _angles(self, positions: torch.Tensor) -> torch.Tensor:
         """positions (B, T) -> angles p * inv_freq (B, T, rope_dim/2) in float32."""
+        return positions.float()[..., None] * self._inv_freq(positions)
+
+    def _inv_freq(self, positions: torch.Tensor) -> torch.Tensor:
+        """inv_freq (rope_dim/2,) float32, or dynamic NTK's for the current length."""
         inv_freq = self.inv_freq
         if _scaling_kind(self.scaling) == "dynamic":
             longest = int(positions.max()) + 1  # dynamic NTK depends on the current length (one host sync)
             if longest > self.max_seq_len:
                 inv_freq, _ = rope_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len, longest)
                 inv_freq = inv_freq.to(positions.device)
-        return positions.float()[..., None] * inv_freq.float()
+        return inv_freq.float()
 
     def _scaled(self, table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         table = table * self.attention_factor if self.attention_factor != 1.0 else table  # YaRN only
