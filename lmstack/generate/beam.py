@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lmstack.generate.decode import GenerationStats, check_prompts, eos_ids_of, prefill
+from lmstack.generate.fast_forward import forward_fn
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline
 from lmstack.model.causal_lm import CausalLM
@@ -97,8 +98,9 @@ def beam_search(
     eos = eos_ids_of(model, params)
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)
     C = max(2, 1 + len(eos)) * K
+    forward = forward_fn(model)
     # every beam starts from its prompt's prefill
-    cache, logits, next_pos = prefill(model, prompts, K, T_new, stats, params.kv_cache_dtype)
+    cache, logits, next_pos = prefill(model, prompts, K, T_new, stats, params.kv_cache_dtype, forward)
     rows = torch.arange(B, device=device).repeat_interleave(K)  # (B * K,) the prompt of each beam
     pipe = LogitsPipeline(params.replace(temperature=0.0), logits.shape[-1], eos, [prompts[r] for r in rows], device)
     s = BeamState(B, K, T_new, device)
@@ -124,7 +126,7 @@ def beam_search(
         pipe.select(src)
         new = s.run_tok[:, :, t].reshape(-1)  # (B*K,)
         pipe.append(new)
-        logits = model(new[:, None], positions=next_pos, cache=cache).logits[:, -1]
+        logits = forward(new[:, None], next_pos, cache)[:, -1]
         stats.forwards += 1
         next_pos = next_pos + 1
     out = []

@@ -89,11 +89,11 @@ def chat_turn(
 
 
 def main(cfg: ChatConfig) -> int:
-    from lmstack.generate.cli import maybe_compile, with_adapter
+    from lmstack.generate.cli import prepare
     from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    model = maybe_compile(with_adapter(model, cfg.adapter), cfg.compile)
+    model = prepare(model, cfg.adapter, cfg.compile)
     chatml = has_chatml(tok)
     params = cfg.sampling_params(chat_stop_ids(tok), None if chatml else PLAIN_STOP)
     context = cfg.context or model.config.max_seq_len

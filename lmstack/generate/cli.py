@@ -63,6 +63,14 @@ def maybe_compile(model: CausalLM, enabled: bool) -> Any:
     return torch.compile(model, dynamic=True)
 
 
+def prepare(model: CausalLM, adapter: str, compile: bool) -> CausalLM:
+    """The model as `generate` / `chat` run it: the adapter applied, the weights in the batch-1 decode layout
+    (`fast_forward.decode_layout`: same values, ~1.5x faster matrix-vector products on CPU), compiled if asked."""
+    from lmstack.generate.fast_forward import decode_layout
+
+    return maybe_compile(decode_layout(with_adapter(model, adapter)), compile)
+
+
 def with_adapter(model: CausalLM, adapter: str) -> CausalLM:
     """`--adapter DIR`: the model with a PEFT adapter applied (LoRA merged into the weights: no extra cost)."""
     if not adapter:
@@ -89,7 +97,7 @@ def generate_main(cfg: GenerateConfig) -> int:
     from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    model = maybe_compile(with_adapter(model, cfg.adapter), cfg.compile)
+    model = prepare(model, cfg.adapter, cfg.compile)
     draft = load_model(cfg.draft_model, cfg.device, cfg.dtype)[0] if cfg.draft_model else None
     extra = chat_stop_ids(tok) if cfg.chat else []
     params = cfg.sampling.replace(stop_token_ids=[*cfg.sampling.stop_token_ids, *extra])

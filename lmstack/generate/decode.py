@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from lmstack.generate.fast_forward import Logits, forward_fn
 from lmstack.generate.kv_cache import ContiguousKVCache, new_cache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline, sample
@@ -117,7 +118,13 @@ def make_generator(params: SamplingParams, device: torch.device) -> torch.Genera
 
 
 def prefill(
-    model: CausalLM, prompts: list[list[int]], n: int, max_new: int, stats: GenerationStats, kv_dtype: str = "auto"
+    model: CausalLM,
+    prompts: list[list[int]],
+    n: int,
+    max_new: int,
+    stats: GenerationStats,
+    kv_dtype: str = "auto",
+    forward: Logits | None = None,
 ) -> tuple[ContiguousKVCache, torch.Tensor, torch.Tensor]:
     """One forward over the left-padded prompts; rows duplicated n times (the samples share the prefill).
     An encoder-decoder encodes the prompts once and prefills its decoder with `decoder_start_token_id`.
@@ -131,7 +138,8 @@ def prefill(
         pos = torch.zeros_like(ids)
     else:
         cache = new_cache(model, len(prompts), ids.shape[1] + max_new, kv_dtype)
-    logits = model(ids, positions=pos, cache=cache).logits[:, -1]  # (B, V)
+    forward = forward if forward is not None else forward_fn(model)
+    logits = forward(ids, pos, cache, True)[:, -1]  # (B, V): the LM head runs on the last position only
     stats.forwards += 1
     stats.prompt_tokens += sum(len(x) for x in prompts)
     next_pos = pos[:, -1:] + 1  # (B, 1)
@@ -159,11 +167,14 @@ def sample_stream(
     stats = stats if stats is not None else GenerationStats()
     eos = eos_ids_of(model, params)
     R = len(prompts) * params.n
-    cache, logits, next_pos = prefill(model, prompts, params.n, params.max_new_tokens, stats, params.kv_cache_dtype)
+    forward = forward_fn(model)  # the module-call-free forward when it covers the model (fast_forward.py)
+    cache, logits, next_pos = prefill(
+        model, prompts, params.n, params.max_new_tokens, stats, params.kv_cache_dtype, forward
+    )
     rows = [x for x in prompts for _ in range(params.n)]
     pipe = LogitsPipeline(params, logits.shape[-1], eos, rows, device)
     gen = make_generator(params, device)
-    eos_t = torch.tensor(eos, dtype=torch.long, device=device)
+    eos_set = set(eos)
     trackers = [TextTracker(tokenizer, params.stop) for _ in range(R)] if tokenizer is not None else None
     states = [constraint.start() for _ in range(R)] if constraint is not None else None
     done = [False] * R
@@ -174,8 +185,8 @@ def sample_stream(
             left = params.max_new_tokens - step - 1
             scores = scores.masked_fill(~constraint.masks(states, left, scores.device), float("-inf"))
         tok = scores.argmax(-1) if params.greedy else sample(pipe.warp(scores), gen)  # (R,)
-        hit_eos = torch.isin(tok, eos_t).tolist() if eos else [False] * R
-        tok_list = tok.tolist()
+        tok_list = tok.tolist()  # the step's one host read
+        hit_eos = [t in eos_set for t in tok_list]
         for r in range(R):
             if done[r]:
                 continue
@@ -198,7 +209,7 @@ def sample_stream(
         if all(done) or step == params.max_new_tokens - 1:
             break
         pipe.append(tok)
-        logits = model(tok[:, None], positions=next_pos, cache=cache).logits[:, -1]
+        logits = forward(tok[:, None], next_pos, cache)[:, -1]
         stats.forwards += 1
         next_pos = next_pos + 1
     if constraint is not None:  # a row that filled its budget exactly and accepts is complete

@@ -52,6 +52,7 @@ class ContiguousKVCache:
         self.pos = torch.full((batch, cap), -1, dtype=torch.long, device=device)  # (B, cap) -1 = empty
         self.lengths = [0] * n_layers  # filled slots per layer (layers fill one after another in a forward)
         self.encoder: EncoderCache | None = None  # encoder-decoder models: the source, cross-attended to
+        self._pos_view = self.pos[:, :0]  # (B, S) the filled slots' positions, as returned to every layer
 
     @classmethod
     def for_model(cls, model: CausalLM, batch: int, max_len: int | None = None, **kw: object) -> ContiguousKVCache:
@@ -85,10 +86,11 @@ class ContiguousKVCache:
             self._reserve(end)
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
-        if layer == 0:
+        if layer == 0 or self._pos_view.shape[1] != end:
             self.pos[:, start:end] = positions
+            self._pos_view = self.pos[:, :end]  # one view per forward: attention then builds its mask once
         self.lengths[layer] = end
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], self.pos[:, :end]
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], self._pos_view
 
     def _reserve(self, needed: int) -> None:
         if not self.grow or needed > self.max_len:

@@ -204,6 +204,8 @@ class LogitsPipeline:
     def append(self, tokens: torch.Tensor) -> None:
         """Record the chosen tokens (B,) of this step."""
         self.step += 1
+        if self.seen is None and self.counts is None and self.history is None:
+            return  # nothing to update (greedy or plain sampling)
         col = tokens[:, None]
         if self.seen is not None:
             self.seen.scatter_(1, col, True)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from lmstack.generate.decode import GenerationStats, StreamEvent, check_prompts, eos_ids_of, make_generator
+from lmstack.generate.fast_forward import Logits, forward_fn
 from lmstack.generate.kv_cache import ContiguousKVCache, new_cache
 from lmstack.generate.params import SamplingParams
 from lmstack.generate.processors import LogitsPipeline, fork
@@ -94,12 +95,12 @@ class Drafter:
     def __init__(
         self, model: CausalLM, prompt: list[int], params: SamplingParams, max_len: int, eos: list[int]
     ) -> None:
-        self.model, self.params = model, params
+        self.model, self.params, self.forward = model, params, forward_fn(model)
         self.cache = new_cache(model, 1, max_len, params.kv_cache_dtype)
         dev = next(model.parameters()).device
         if len(prompt) > 1:
             ids = torch.tensor([prompt[:-1]], device=dev)
-            model(ids, positions=torch.arange(len(prompt) - 1, device=dev)[None], cache=self.cache)
+            self.forward(ids, torch.arange(len(prompt) - 1, device=dev)[None], self.cache, True)
         self.pending = [prompt[-1]]
         self.pipe = LogitsPipeline(params, model.config.vocab_size, eos, [prompt], dev)
         self.forwards = 1 if len(prompt) > 1 else 0
@@ -112,7 +113,7 @@ class Drafter:
         for _ in range(k):
             start = self.cache.length
             pos = torch.arange(start, start + len(feed), device=dev)[None]
-            logits = self.model(torch.tensor([feed], device=dev), positions=pos, cache=self.cache).logits[0, -1:]
+            logits = self.forward(torch.tensor([feed], device=dev), pos, self.cache, True)[0, -1:]
             self.forwards += 1
             scores = f.process(logits) if f.active else logits
             q = torch.zeros_like(scores).scatter_(-1, scores.argmax(-1, keepdim=True), 1.0)
@@ -151,14 +152,14 @@ def _one_sequence(
     eos = set(eos_ids_of(model, params))
     max_len = len(prompt) + params.max_new_tokens + params.num_draft_tokens + 1
     cache = new_cache(model, 1, max_len, params.kv_cache_dtype)
+    forward = forward_fn(model)
     if len(prompt) > 1:
-        model(torch.tensor([prompt[:-1]], device=dev), positions=torch.arange(len(prompt) - 1, device=dev)[None],
-              cache=cache)  # fmt: skip
+        forward(torch.tensor([prompt[:-1]], device=dev), torch.arange(len(prompt) - 1, device=dev)[None], cache, True)
         stats.forwards += 1
     pipe = LogitsPipeline(params, model.config.vocab_size, sorted(eos), [prompt], dev)
     drafter = Drafter(draft_model, prompt, params, max_len, sorted(eos)) if draft_model is not None else None
     try:
-        yield from _rounds(model, prompt, params, drafter, cache, pipe, gen, stats, eos)
+        yield from _rounds(model, forward, prompt, params, drafter, cache, pipe, gen, stats, eos)
     finally:
         if drafter is not None:
             stats.draft_forwards += drafter.forwards
@@ -166,6 +167,7 @@ def _one_sequence(
 
 def _rounds(
     model: CausalLM,
+    forward: Logits,
     prompt: list[int],
     params: SamplingParams,
     drafter: Drafter | None,
@@ -190,7 +192,7 @@ def _rounds(
         start = cache.length
         feed = torch.tensor([[last] + drafted], device=dev)  # (1, k+1)
         pos = torch.arange(start, start + feed.shape[1], device=dev)[None]
-        logits = model(feed, positions=pos, cache=cache).logits[0]  # (k+1, V)
+        logits = forward(feed, pos, cache)[0]  # (k+1, V)
         stats.forwards += 1
         p = _probs(pipe, logits, drafted)
         if drafted:

@@ -27,7 +27,7 @@ from lmstack.model.cache import KVCache
 from lmstack.model.config import ModelConfig
 from lmstack.model.flash_attention import flash_attention
 from lmstack.model.norms import RMSNorm
-from lmstack.model.positions import apply_rope
+from lmstack.model.positions import apply_rope_signed
 
 
 def position_bias(
@@ -46,7 +46,6 @@ def position_bias(
     another, each with positions restarting at 0 (fine-tuning's packing); a position that does not increase
     starts a new sequence, and a query reads only keys of its own sequence (a block-diagonal causal mask)."""
     p, q = q_pos[:, :, None], k_pos[:, None, :]  # (B, T, 1), (B, 1, S)
-    dist = p - q  # (B, T, S)
     allowed = q >= 0
     if packed:
         starts = torch.ones_like(q_pos, dtype=torch.bool)
@@ -54,15 +53,30 @@ def position_bias(
         seq = starts.cumsum(dim=1)  # (B, T) sequence index of every token
         allowed = allowed & (seq[:, :, None] == seq[:, None, :])
     if causal:
-        allowed = allowed & (dist >= 0)
+        allowed = allowed & (q <= p)
     if window is not None:
-        allowed = allowed & (dist.abs() < window)
+        allowed = allowed & ((p - q).abs() < window)
     allowed = allowed | (p < 0)  # padded queries read everything: no all-masked rows, no NaN
-    bias = torch.zeros(allowed.shape, dtype=torch.float32, device=q_pos.device)
-    bias = bias.masked_fill(~allowed, float("-inf"))[:, None]  # (B, 1, T, S)
+    bias = torch.where(allowed, 0.0, float("-inf"))[:, None]  # (B, 1, T, S) float32
     if slopes is not None:
-        bias = bias - slopes.to(bias.device)[None, :, None, None] * dist.abs()[:, None].float()  # (B, H, T, S)
-    return bias.to(dtype)
+        bias = bias - slopes.to(bias.device)[None, :, None, None] * (p - q).abs()[:, None].float()  # (B, H, T, S)
+    return bias if bias.dtype == dtype else bias.to(dtype)
+
+
+class SharedBias:
+    """One forward's attention bias, built by the first layer and reused by the next ones while they read the same
+    key-positions tensor: without a cache that is `positions` itself, and the contiguous cache returns one view per
+    forward. A cache that returns a new tensor per layer simply gets a bias per layer (the result is the same)."""
+
+    def __init__(self) -> None:
+        self.k_pos: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+
+    def get(self, q_pos: torch.Tensor, k_pos: torch.Tensor, *args: object) -> torch.Tensor:
+        """`position_bias(q_pos, k_pos, *args)`, computed once per key-positions tensor (`args` are per-model)."""
+        if k_pos is not self.k_pos:
+            self.k_pos, self.bias = k_pos, position_bias(q_pos, k_pos, *args)
+        return self.bias
 
 
 class Attention(nn.Module):
@@ -88,11 +102,14 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         plain_causal: bool = False,
         return_weights: bool = False,
+        shared: SharedBias | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, D), positions (B, T) -> (B, T, D) and, if asked, weights (B, H, T, S).
 
+        rope: (cos, signed sin) from `RotaryEmbedding.signed`, computed once per forward.
         plain_causal: the caller guarantees positions are arange(T) for every row and there is no cache, so the
-        mask is the plain triangle (the SDPA `is_causal` fast path)."""
+        mask is the plain triangle (the SDPA `is_causal` fast path).
+        shared: the forward's `SharedBias`, so the mask is built once, not once per layer."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
@@ -100,7 +117,7 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope_signed(q, *rope), apply_rope_signed(k, *rope)
         k_pos = positions
         if cache is not None:
             k, v, k_pos = cache.update(self.layer_idx, k, v, positions)  # (B, Hkv, S, hd), (B, S)
@@ -108,11 +125,10 @@ class Attention(nn.Module):
         flash = self.impl == "flash" and not return_weights  # builds its mask tile by tile
         fast = plain_causal and slopes is None and (self.window is None or self.window >= T)
         packed = cache is None  # the keys are the queries' own tokens: position resets separate packed sequences
-        bias = (
-            None
-            if fast or flash
-            else position_bias(positions, k_pos, self.causal, self.window, slopes, q.dtype, packed)
-        )
+        bias = None
+        if not (fast or flash):
+            args = (self.causal, self.window, slopes, q.dtype, packed)
+            bias = (shared or SharedBias()).get(positions, k_pos, *args)
         drop = self.dropout if self.training else 0.0
         weights = None
         if flash:

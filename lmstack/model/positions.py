@@ -110,6 +110,7 @@ class RotaryEmbedding(nn.Module):
         self.dim, self.theta, self.scaling, self.max_seq_len = dim, theta, scaling, max_seq_len
         inv_freq, self.attention_factor = rope_inv_freq(dim, theta, scaling, max_seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._tables()
 
     def _apply(self, fn: Any, recurse: bool = True) -> RotaryEmbedding:
         # `model.to(bfloat16)` would round the frequencies by ~0.4% (an angle error of radians by position 1000),
@@ -117,19 +118,48 @@ class RotaryEmbedding(nn.Module):
         super()._apply(fn, recurse)
         inv_freq, _ = rope_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len)
         self.inv_freq = inv_freq.to(self.inv_freq.device)
+        self._tables()
         return self
+
+    def _tables(self) -> None:
+        """[f, f] and [-f, f] for `signed` (plain attributes: recomputed with inv_freq, never saved)."""
+        f = self.inv_freq.float()
+        self.both_freq, self.signed_freq = torch.cat([f, f]), torch.cat([-f, f])
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T) -> cos, sin (B, 1, T, rope_dim) in `dtype` (pads, p = -1, get a harmless angle)."""
+        angles = self._angles(positions)
+        emb = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, rope_dim)
+        return self._scaled(emb.cos(), dtype), self._scaled(emb.sin(), dtype)
+
+    def signed(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, T) -> cos, signed sin (B, 1, T, rope_dim) for `apply_rope_signed`: the sin table with
+        its first half negated, so the rotation needs no negation per layer (the model computes it once)."""
+        freq = self._inv_freq(positions)
+        both, signed = self.both_freq, self.signed_freq  # (rope_dim,) [f, f] and [-f, f]
+        if freq is not self.inv_freq:  # dynamic NTK past the trained length
+            both, signed = torch.cat([freq, freq]), torch.cat([-freq, freq])
+        p = positions[:, None, :, None].float()  # (B, 1, T, 1)
+        cos, sin = (p * both).cos(), (p * signed).sin()  # sin(-a) = -sin(a): the first half negated
+        return self._scaled(cos, dtype), self._scaled(sin, dtype)
+
+    def _angles(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions (B, T) -> angles p * inv_freq (B, T, rope_dim/2) in float32."""
+        return positions.float()[..., None] * self._inv_freq(positions)
+
+    def _inv_freq(self, positions: torch.Tensor) -> torch.Tensor:
+        """inv_freq (rope_dim/2,) float32, or dynamic NTK's for the current length."""
         inv_freq = self.inv_freq
         if _scaling_kind(self.scaling) == "dynamic":
             longest = int(positions.max()) + 1  # dynamic NTK depends on the current length (one host sync)
             if longest > self.max_seq_len:
                 inv_freq, _ = rope_inv_freq(self.dim, self.theta, self.scaling, self.max_seq_len, longest)
                 inv_freq = inv_freq.to(positions.device)
-        angles = positions.float()[..., None] * inv_freq.float()  # (B, T, rope_dim/2)
-        emb = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, rope_dim)
-        return (emb.cos() * self.attention_factor).to(dtype), (emb.sin() * self.attention_factor).to(dtype)
+        return inv_freq.float()
+
+    def _scaled(self, table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        table = table * self.attention_factor if self.attention_factor != 1.0 else table  # YaRN only
+        return table if table.dtype == dtype else table.to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -145,6 +175,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         return x * cos + rotate_half(x) * sin
     rot, keep = x[..., :rd], x[..., rd:]
     return torch.cat([rot * cos + rotate_half(rot) * sin, keep], dim=-1)
+
+
+def apply_rope_signed(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` with the tables of `RotaryEmbedding.signed`: rotate_half(x) * sin == roll(x, d/2) * signed_sin,
+    so a rotation is four ops instead of six (what the model runs; tests tie it to `apply_rope`). Not `addcmul`:
+    its fused multiply-add rounds once instead of twice, which moves SmolLM2's logits 4e-5 away from `transformers`."""
+    rd = cos.shape[-1]
+    if rd == x.shape[-1]:
+        return x * cos + x.roll(rd // 2, -1) * signed_sin
+    rot, keep = x[..., :rd], x[..., rd:]
+    return torch.cat([rot * cos + rot.roll(rd // 2, -1) * signed_sin, keep], dim=-1)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lmstack.model.attention import Attention
+from lmstack.model.attention import Attention, SharedBias
 from lmstack.model.cache import KVCache
 from lmstack.model.config import ModelConfig
 from lmstack.model.ffn import build_ffn
@@ -53,12 +53,25 @@ class Output:
 
 
 def check_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
-    """A clear error for token ids outside [0, vocab_size) (the embedding lookup would raise a bare IndexError)."""
-    if input_ids.numel() == 0:
+    """A clear error for token ids outside [0, vocab_size) (the embedding lookup would raise a bare IndexError).
+    One reduction and one host read per forward (a decode step's ids are read from a list)."""
+    n = input_ids.numel()
+    if n == 0:
         return
-    lo, hi = (int(v) for v in torch.aminmax(input_ids))
+    if n <= 8 and input_ids.device.type == "cpu":  # decode steps: reading the ids beats launching a reduction
+        ids = input_ids.flatten().tolist()
+        lo, hi = min(ids), max(ids)
+    else:
+        lo, hi = torch.stack(torch.aminmax(input_ids)).tolist()
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"input_ids: token id {lo if lo < 0 else hi} is outside the vocabulary [0, {vocab_size})")
+
+
+def check_learned_positions(positions: torch.Tensor, max_seq_len: int) -> None:
+    """A learned position table has no row at or past max_seq_len: a clear error instead of an IndexError."""
+    last = int(positions.max())
+    if last >= max_seq_len:
+        raise ValueError(f"position {last} is past the learned position table (ModelConfig.max_seq_len={max_seq_len})")
 
 
 class Block(nn.Module):
@@ -91,11 +104,12 @@ class Block(nn.Module):
         cache: KVCache | None,
         plain_causal: bool,
         return_weights: bool,
+        shared: SharedBias | None = None,
     ) -> tuple[torch.Tensor, RouterStats | None, torch.Tensor | None]:
         """x (B, T, D) -> (B, T, D), router stats (MoE) and attention weights (if asked)."""
         h = self.attn_norm(x) if self.pre else x
-        a, weights = self.attn(h, positions, rope, slopes, cache, plain_causal, return_weights)
-        x = x + self.drop(a)
+        a, weights = self.attn(h, positions, rope, slopes, cache, plain_causal, return_weights, shared)
+        x = x + self.dropped(a)
         if not self.pre:
             x = self.attn_norm(x)
         h = self.ffn_norm(x) if self.pre else x
@@ -104,10 +118,14 @@ class Block(nn.Module):
             f, stats = self.ffn(h)
         else:
             f = self.ffn(h)
-        x = x + self.drop(f)
+        x = x + self.dropped(f)
         if not self.pre:
             x = self.ffn_norm(x)
         return x, stats, weights
+
+    def dropped(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual dropout; skipped outright when it is the identity (eval, p = 0): one module call less."""
+        return self.drop(x) if self.training and self.drop.p > 0 else x
 
 
 class Transformer(nn.Module):
@@ -183,11 +201,7 @@ class Transformer(nn.Module):
             positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
         x = self.embed(input_ids)  # (B, T, D)
         if self.pos_embed is not None:
-            if int(positions.max()) >= self.config.max_seq_len:  # a learned table has no row for it
-                raise ValueError(
-                    f"position {int(positions.max())} is past the learned position table "
-                    f"(ModelConfig.max_seq_len={self.config.max_seq_len})"
-                )
+            check_learned_positions(positions, self.config.max_seq_len)
             x = x + self.pos_embed(positions.clamp(min=0))
         elif self.config.position == "sinusoidal":
             x = x + sinusoidal(positions.clamp(min=0), self.config.d_model).to(x.dtype)
@@ -195,11 +209,13 @@ class Transformer(nn.Module):
             x = x + self.type_embed(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         if self.embed_norm is not None:
             x = self.embed_norm(x)
-        x = self.drop(x)
-        rope = self.rope(positions, x.dtype) if self.rope is not None else None
+        if self.training and self.drop.p > 0:
+            x = self.drop(x)
+        rope = self.rope.signed(positions, x.dtype) if self.rope is not None else None  # once for all layers
+        shared = SharedBias() if not torch.compiler.is_compiling() else None  # the mask, built once
         stats, attentions = [], []
         for block in self.blocks:
-            args = (positions, rope, self.alibi, cache, plain_causal, return_attention)
+            args = (positions, rope, self.alibi, cache, plain_causal, return_attention, shared)
             if self.config.activation_checkpointing and self.training and cache is None:
                 x, s, w = checkpoint(block, x, *args, use_reentrant=False)
             else:

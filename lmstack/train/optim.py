@@ -10,7 +10,8 @@ With tied embeddings the output head *is* the embedding table, so it follows the
 Gradient clipping by global norm (Pascanu et al. 2013) is `torch.nn.utils.clip_grad_norm_`, called in the
 training loop (`pretrain.py`): it rescales all gradients together when their joint L2 norm exceeds a threshold,
 so one bad batch cannot throw the weights far, while the update direction is kept.
-Leaves out: other optimizers (Lion, Muon, Adafactor), layer-wise LR decay, ZeRO sharding (FSDP does that).
+Muon (for the hidden matrices) lives in muon.py. Leaves out: Lion, Adafactor, layer-wise LR decay, ZeRO sharding
+(FSDP does that).
 """
 
 from __future__ import annotations
@@ -53,6 +54,6 @@ def build_optimizer(
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Apply the schedule's learning rate to every group."""
+    """Apply the schedule's learning rate to every group, times the group's `lr_scale` if it has one (Muon's)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -62,6 +62,7 @@ from lmstack.train.distributed import (
     wrap,
 )
 from lmstack.train.evaluate import evaluate
+from lmstack.train.muon import build_muon
 from lmstack.train.objectives import OBJECTIVES, evaluate_objective, extra_ids, make_batch_fn
 from lmstack.train.optim import build_optimizer, set_lr
 from lmstack.train.sample import sample_ids
@@ -91,6 +92,7 @@ class PretrainConfig:
     max_steps: int = 1000  # optimizer steps (the budget unless train_seconds > 0)
     train_seconds: float = 0.0  # wall-clock training budget in seconds; > 0 overrides max_steps
     # optimizer and schedule
+    optimizer: str = "adamw"  # adamw | muon (Muon for the block matrices, AdamW for the rest; train/muon.py)
     lr: float = 3e-3  # peak learning rate
     schedule: str = "cosine"  # cosine | constant | wsd
     warmup_frac: float = 0.02  # fraction of the budget in linear warmup
@@ -99,6 +101,8 @@ class PretrainConfig:
     weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices (not norms, biases, embeddings)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.95  # AdamW second-moment decay
+    muon_momentum: float = 0.95  # Muon's momentum (Nesterov)
+    muon_lr_scale: float = 1.0  # Muon's learning rate as a multiple of --lr (its updates are RMS-matched to AdamW's)
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
     # evaluation, samples, checkpoints
     eval_every: int = 200  # steps between validation runs (0 = only at the end)
@@ -140,6 +144,11 @@ class PretrainConfig:
             raise ValueError(f"--beta1/--beta2: got {self.beta1}, {self.beta2}, expected in (0, 1)")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"--objective={self.objective!r}; expected one of {list(OBJECTIVES)}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"--optimizer: got {self.optimizer!r}, expected adamw or muon")
+        if not 0 <= self.muon_momentum < 1 or not self.muon_lr_scale > 0:
+            raise ValueError(f"--muon_momentum/--muon_lr_scale: got {self.muon_momentum}, {self.muon_lr_scale}, "
+                             "expected 0 <= momentum < 1 and scale > 0")  # fmt: skip
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; pick one")
         self.lr_schedule()  # validates lr, schedule, warmup_frac, min_lr_ratio, decay_frac
@@ -253,8 +262,16 @@ def run_identity(cfg: PretrainConfig, model_cfg: ModelConfig, train: ShardDatase
     skip = ("activation_checkpointing", "attention")  # how the model computes, not what it is
     ident = {f"model.{k}": v for k, v in model_cfg.to_dict().items() if k not in skip}
     keys = ("objective", "batch_size", "seq_len", "max_steps", "train_seconds", "lr", "schedule", "warmup_frac",
-            "min_lr_ratio")  # fmt: skip
+            "min_lr_ratio", "optimizer")  # fmt: skip
     return {**ident, **{k: getattr(cfg, k) for k in keys}, "train_tokens": int(len(train.tokens))}
+
+
+def make_optimizer(cfg: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW (optim.py) or Muon + AdamW (muon.py), as --optimizer says."""
+    if cfg.optimizer == "muon":
+        return build_muon(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.muon_momentum,
+                          cfg.muon_lr_scale)  # fmt: skip
+    return build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
 
 
 # ---- one optimizer step ----------------------------------------------------------------------------------------
@@ -340,7 +357,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     train_ds, val_ds, tok = load_data(cfg)
     model_cfg = cfg.model_config(tok)
     model, forward = build_model(cfg, model_cfg, world, device)
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    opt = make_optimizer(cfg, model)
     batches = RandomBatches(train_ds.tokens, cfg.batch_size, cfg.seq_len, cfg.seed)
     make_batch = make_batch_fn(cfg.objective, tok.vocab_size, tok.eos_id)
     out = Path(cfg.out_dir)

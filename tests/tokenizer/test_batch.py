@@ -14,11 +14,29 @@ def test_serial_batch_equals_single(trained):
     ]
 
 
-def test_parallel_batch_equals_single(trained, monkeypatch):
-    monkeypatch.setattr(batch, "PARALLEL_MIN_CHARS", 0)  # force the process pool on a small batch
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_batch_equals_single(trained, monkeypatch, workers):
+    monkeypatch.setattr(batch, "PARALLEL_MIN_CHARS", 0)  # force the forked workers on a small batch
     texts = VARIED * 3
-    got = trained.encode_batch(texts, num_workers=2, allowed_special="all")
+    got = trained.encode_batch(texts, num_workers=workers, allowed_special="all")
     assert got == [trained.encode(t, allowed_special="all") for t in texts]
+
+
+def test_a_worker_error_is_raised_in_the_caller(trained, monkeypatch):
+    monkeypatch.setattr(batch, "PARALLEL_MIN_CHARS", 0)
+    texts = ["fine " * 20] * 4 + ["not <|endoftext|> fine", "ok"]  # the bad text is in the forked worker's share
+    assert batch.shares(texts, 2) == [(0, 2), (2, 6)]
+    with pytest.raises(ValueError, match="special token"):
+        trained.encode_batch(texts, num_workers=2)
+
+
+def test_shares_are_contiguous_balanced_and_never_empty():
+    texts = ["a" * n for n in (5, 1, 1, 1, 1, 1, 10, 2, 2, 2)]
+    for n in (1, 2, 3, 4):
+        parts = batch.shares(texts, n)
+        assert len(parts) == n and parts[0][0] == 0 and parts[-1][1] == len(texts)
+        assert all(a < b for a, b in parts) and all(p[1] == q[0] for p, q in zip(parts, parts[1:]))
+    assert batch.shares(texts, 2) == [(0, 6), (6, 10)]  # 10 | 16 characters: the cut nearest to 13
 
 
 def test_batch_raises_on_disallowed_special(trained):

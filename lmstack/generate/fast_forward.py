@@ -1,0 +1,240 @@
+"""The decoding forward: `Transformer.forward`'s computation for prefill and decode steps, without module calls.
+
+At batch 1 a decode step does almost no arithmetic besides one matrix-vector product per weight matrix, so on a
+CPU its time goes to what surrounds them: ~15 `nn.Module.__call__`s per layer, each a few microseconds of
+Python (hook checks, argument passing) before the op runs. `FastForward` gathers each layer's weights once per
+`generate` call and runs the same ops (the same `F.*` calls the modules make, in the same order) in one flat
+loop, so its logits equal `model(...)`'s (tests/generate/test_fast_forward.py checks every covered variant).
+
+`decode_layout(model)` goes one step further for batch-1 CPU decoding, in place and without changing a value:
+every projection is stored transposed, (in, out) row-major (MKL's fp32 matrix-vector product streams that
+layout at ~1.6x the bandwidth of the usual (out, in) one on this machine, docs/generate.md), and each block's
+q|k|v and gate|up projections share one matrix, so a layer runs 4 products instead of 7. The modules keep their
+parameters (now views into the shared matrices): state dicts, saving and training are unchanged.
+`lmstack generate` / `chat` apply it to the model they load.
+
+Covered: pre-norm decoders (RMSNorm or LayerNorm; RoPE, learned, sinusoidal, ALiBi or no positions; MHA, GQA,
+MQA; biases; QK-norm; sliding windows; SwiGLU or GELU FFN; tied or untied head) in eval mode, built only from
+the modules listed in `KNOWN` and without hooks. Anything else (mixtures of experts, post-norm, encoders,
+LoRA or quantized layers, torch.compile'd or wrapped models, training mode) makes `FastForward.of` return None
+and the caller runs `model(...)` as before. A new `ModelConfig` field that changes the forward must be added
+here too, or be refused in `FastForward.of` (the parity tests cover each variant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmstack.model.attention import Attention, SharedBias
+from lmstack.model.cache import KVCache
+from lmstack.model.causal_lm import CausalLM
+from lmstack.model.ffn import GeluMLP, SwiGLU
+from lmstack.model.norms import LayerNorm, RMSNorm
+from lmstack.model.positions import RotaryEmbedding, apply_rope_signed, sinusoidal
+from lmstack.model.transformer import Block, Transformer, check_ids, check_learned_positions
+
+KNOWN = (Transformer, Block, Attention, RMSNorm, LayerNorm, SwiGLU, GeluMLP, RotaryEmbedding, nn.ModuleList,
+         nn.Linear, nn.Embedding, nn.Dropout, nn.Identity)  # fmt: skip
+Linear = tuple[torch.Tensor, torch.Tensor | None]  # (weight (out, in), bias (out,) or None)
+Logits = Callable[[torch.Tensor, torch.Tensor, KVCache, bool], torch.Tensor]
+
+
+def fused(linears: list[nn.Linear]) -> Linear | None:
+    """The weight and bias of `decode_layout`'s shared matrix behind these projections, if it still backs them
+    (a later `.to()`, load or module swap breaks the sharing; then the projections run one by one)."""
+    shared = getattr(linears[0], "fused_with_next", None)
+    if shared is None:
+        return None
+    w, b = shared
+    offset, rows = 0, w.shape[0]
+    for lin in linears:
+        n = lin.out_features
+        view_ok = lin.weight.data_ptr() == w[offset:].data_ptr() and lin.weight.stride() == w.stride()
+        bias_ok = (b is None and lin.bias is None) or (
+            b is not None and lin.bias is not None and lin.bias.data_ptr() == b[offset:].data_ptr()
+        )
+        if not (view_ok and bias_ok):
+            return None
+        offset += n
+    return (w, b) if offset == rows else None
+
+
+def decode_layout(model: CausalLM) -> CausalLM:
+    """Store each block's projections (in, out) row-major, q|k|v and gate|up fused, in place (values unchanged).
+
+    For a `Transformer` on the CPU; any other model is returned untouched. Returns the model."""
+    if type(model) is not Transformer or next(model.parameters()).device.type != "cpu":
+        return model
+    with torch.no_grad():
+        for block in model.blocks:
+            attn, ffn = block.attn, block.ffn
+            groups = [[attn.q_proj, attn.k_proj, attn.v_proj], [attn.o_proj]]
+            if type(ffn) is SwiGLU:
+                groups += [[ffn.gate_proj, ffn.up_proj], [ffn.down_proj]]
+            elif type(ffn) is GeluMLP:
+                groups += [[ffn.up_proj], [ffn.down_proj]]
+            for group in groups:
+                if all(type(m) is nn.Linear for m in group):
+                    _share(group)
+        if type(model.lm_head) is nn.Linear:  # tied: the embedding table too (a lookup reads one strided row)
+            _share([model.lm_head])
+    return model
+
+
+def _share(linears: list[nn.Linear]) -> None:
+    """One (in, sum of out) row-major matrix; each module's weight becomes an (out, in) view of its columns."""
+    storage = torch.cat([m.weight for m in linears]).t().contiguous()  # (in, out_total)
+    biases = [m.bias for m in linears]
+    bias = torch.cat(biases) if all(b is not None for b in biases) else None
+    offset = 0
+    for m in linears:
+        n = m.out_features
+        m.weight.data = storage[:, offset : offset + n].t()  # (out, in), strides (1, out_total)
+        if bias is not None:
+            m.bias.data = bias[offset : offset + n]
+        offset += n
+    linears[0].fused_with_next = (storage.t(), bias)  # (out_total, in) view, (out_total,)
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: Callable[[torch.Tensor], torch.Tensor]
+    qkv: list[Linear]  # one fused (q|k|v) or three
+    q_norm: Callable[[torch.Tensor], torch.Tensor] | None
+    k_norm: Callable[[torch.Tensor], torch.Tensor] | None
+    o: Linear
+    ffn_norm: Callable[[torch.Tensor], torch.Tensor]
+    gate_up: list[Linear]  # SwiGLU: one fused (gate|up) or two; GELU: [up]
+    down: Linear
+    gelu: str | None  # None for SwiGLU, else GELU's approximation ("none" | "tanh")
+    layer: int
+
+
+def _linear(m: nn.Linear) -> Linear:
+    return m.weight, m.bias
+
+
+class FastForward:
+    """`model(ids, positions, cache).logits` as a flat loop; build with `FastForward.of(model)`."""
+
+    def __init__(self, model: Transformer) -> None:
+        cfg = self.cfg = model.config
+        self.model = model
+        self.H, self.Hkv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.split = [cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim]
+        self.layers = [self._layer(b) for b in model.blocks]
+
+    def _layer(self, block: Block) -> LayerWeights:
+        a, f = block.attn, block.ffn
+        projections = [a.q_proj, a.k_proj, a.v_proj]
+        qkv = fused(projections)
+        if type(f) is SwiGLU:
+            gate_up = fused([f.gate_proj, f.up_proj])
+            gate_up = [gate_up] if gate_up is not None else [_linear(f.gate_proj), _linear(f.up_proj)]
+        else:
+            gate_up = [_linear(f.up_proj)]
+        return LayerWeights(
+            attn_norm=block.attn_norm.forward,
+            qkv=[qkv] if qkv is not None else [_linear(m) for m in projections],
+            q_norm=a.q_norm.forward if a.q_norm is not None else None,
+            k_norm=a.k_norm.forward if a.k_norm is not None else None,
+            o=_linear(a.o_proj),
+            ffn_norm=block.ffn_norm.forward,
+            gate_up=gate_up,
+            down=_linear(f.down_proj),
+            gelu=None if type(f) is SwiGLU else f.approx,
+            layer=a.layer_idx,
+        )
+
+    @classmethod
+    def of(cls, model: CausalLM) -> FastForward | None:
+        """A FastForward for `model`, or None when it holds anything this path does not implement (see above)."""
+        if type(model) is not Transformer or model.training:
+            return None
+        cfg = model.config
+        plain = (cfg.norm_placement == "pre" and cfg.causal and not cfg.n_experts and cfg.lm_head
+                 and cfg.attention == "sdpa" and not cfg.type_vocab_size and not cfg.embed_norm)  # fmt: skip
+        if not plain or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return None
+        for m in model.modules():
+            if type(m) not in KNOWN or m._forward_hooks or m._forward_pre_hooks:
+                return None
+        return cls(model)
+
+    def __call__(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False
+    ) -> torch.Tensor:
+        """input_ids, positions (B, T) -> logits (B, T, V), or (B, 1, V) for the last position with `last_only`
+        (a prefill needs only those). Keys and values go through `cache` exactly as in `model(...)`."""
+        m, cfg = self.model, self.cfg
+        B, T = input_ids.shape
+        check_ids(input_ids, cfg.vocab_size)
+        x = F.embedding(input_ids, m.embed.weight)  # (B, T, D)
+        if m.pos_embed is not None:
+            check_learned_positions(positions, cfg.max_seq_len)
+            x = x + F.embedding(positions.clamp(min=0), m.pos_embed.weight)
+        elif cfg.position == "sinusoidal":
+            x = x + sinusoidal(positions.clamp(min=0), cfg.d_model).to(x.dtype)
+        rope = m.rope.signed(positions, x.dtype) if m.rope is not None else None
+        shared = SharedBias()
+        for w in self.layers:
+            x = x + self._attention(w, w.attn_norm(x), positions, rope, cache, shared)
+            x = x + self._ffn(w, w.ffn_norm(x))
+        if last_only:
+            x = x[:, -1:]
+        return F.linear(m.norm(x), m.lm_head.weight)  # (B, T, V)
+
+    def _attention(
+        self,
+        w: LayerWeights,
+        h: torch.Tensor,
+        positions: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: KVCache,
+        shared: SharedBias,
+    ) -> torch.Tensor:
+        B, T, _ = h.shape
+        if len(w.qkv) == 1:
+            q, k, v = F.linear(h, *w.qkv[0]).split(self.split, dim=-1)
+        else:
+            q, k, v = (F.linear(h, *p) for p in w.qkv)
+        q = q.view(B, T, self.H, self.hd).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.Hkv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(B, T, self.Hkv, self.hd).transpose(1, 2)
+        if w.q_norm is not None:
+            q, k = w.q_norm(q), w.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope_signed(q, *rope), apply_rope_signed(k, *rope)
+        k, v, k_pos = cache.update(w.layer, k, v, positions)  # (B, Hkv, S, hd), (B, S)
+        cfg = self.cfg
+        bias = shared.get(positions, k_pos, True, cfg.sliding_window, self.model.alibi, q.dtype, False)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=self.Hkv != self.H)
+        return F.linear(out.transpose(1, 2).reshape(B, T, self.H * self.hd), *w.o)  # (B, T, D)
+
+    def _ffn(self, w: LayerWeights, h: torch.Tensor) -> torch.Tensor:
+        if w.gelu is not None:  # GELU MLP
+            return F.linear(F.gelu(F.linear(h, *w.gate_up[0]), approximate=w.gelu), *w.down)
+        if len(w.gate_up) == 1:  # SwiGLU, gate|up fused
+            gate, up = F.linear(h, *w.gate_up[0]).chunk(2, dim=-1)
+        else:
+            gate, up = (F.linear(h, *p) for p in w.gate_up)
+        return F.linear(F.silu(gate) * up, *w.down)
+
+
+def forward_fn(model: CausalLM) -> Logits:
+    """The fastest correct way to get logits from `model` with a cache: `FastForward` if it covers the model,
+    else `model(...)`. Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V)."""
+    fast = FastForward.of(model)
+    if fast is not None:
+        return fast
+
+    def plain(ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
+        logits = model(ids, positions=positions, cache=cache).logits
+        return logits[:, -1:] if last_only else logits
+
+    return plain
