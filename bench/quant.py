@@ -16,7 +16,8 @@ Method. Quantized variants are made once with `lmstack quantize` and cached in
   of a 128-token prompt) and decode tokens/s at batch 1 and 8 (greedy, EOS ignored, the marginal cost of 64 extra
   tokens after a 16-token prompt); llama.cpp via `llama-bench -p 128 -n 64 -t 2` in the same rounds (batch 1);
 - load time and peak resident memory: a fresh subprocess per row loads the model and generates 8 tokens
-  (`ru_maxrss`; llama.cpp: `llama-simple` under /usr/bin/time).
+  (`VmHWM` of /proc/self/status: `ru_maxrss` survives exec, so a child of a big parent reports the parent's
+  peak; llama.cpp: `llama-simple` under /usr/bin/time).
 2 torch threads, OMP_WAIT_POLICY=PASSIVE. The machine is shared with other engineers' jobs: absolute numbers are
 noisy (see the note the script writes), ratios from interleaved rounds are the claim.
 Run: `flock /tmp/bench.lock .venv/bin/python bench/quant.py [--quick] [--no-llama]`; writes docs/benchmarks.md
@@ -205,13 +206,13 @@ def llama_bench(binary: Path, gguf: Path) -> dict[str, float]:
 
 
 PROBE = """
-import resource, sys, time, torch
+import sys, time, torch
 torch.set_num_threads({threads})
 t = time.perf_counter()
 {load}
 load_s = time.perf_counter() - t
 {gen}
-print(load_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(load_s, [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0] / 1024)
 """
 
 
@@ -239,7 +240,8 @@ def footprint(row: Row, llama: dict[str, Path] | None) -> tuple[float, float]:
 
 def baseline_rss() -> float:
     """Peak RSS of a process that only imports torch and lmstack (what every lmstack row pays before weights)."""
-    code = "import resource, torch, lmstack.model; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    code = ("import torch, lmstack.model; "
+            "print([int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')][0] / 1024)")
     return float(run([PY, "-c", code]).stdout.split()[-1])
 
 
