@@ -15,8 +15,9 @@ parameters (now views into the shared matrices): state dicts, saving and trainin
 
 Covered: pre-norm decoders (RMSNorm or LayerNorm; RoPE, learned, sinusoidal, ALiBi or no positions; MHA, GQA,
 MQA; biases; QK-norm; sliding windows; SwiGLU or GELU FFN; tied or untied head) in eval mode, built only from
-the modules listed in `KNOWN` and without hooks. Anything else (mixtures of experts, post-norm, encoders,
-LoRA or quantized layers, torch.compile'd or wrapped models, training mode) makes `FastForward.of` return None
+the modules listed in `KNOWN` and without hooks; `QuantLinear` projections (lmstack.quant) run their own fused
+kernels. Anything else (mixtures of experts, post-norm, encoders, LoRA or NF4 layers, torch.compile'd or
+wrapped models, training mode) makes `FastForward.of` return None
 and the caller runs `model(...)` as before. A new `ModelConfig` field that changes the forward must be added
 here too, or be refused in `FastForward.of` (the parity tests cover each variant).
 """
@@ -37,10 +38,12 @@ from lmstack.model.ffn import GeluMLP, SwiGLU
 from lmstack.model.norms import LayerNorm, RMSNorm
 from lmstack.model.positions import RotaryEmbedding, apply_rope_signed, sinusoidal
 from lmstack.model.transformer import Block, Transformer, check_ids, check_learned_positions
+from lmstack.quant.linear import QuantLinear
 
 KNOWN = (Transformer, Block, Attention, RMSNorm, LayerNorm, SwiGLU, GeluMLP, RotaryEmbedding, nn.ModuleList,
-         nn.Linear, nn.Embedding, nn.Dropout, nn.Identity)  # fmt: skip
+         nn.Linear, nn.Embedding, nn.Dropout, nn.Identity, QuantLinear)  # fmt: skip
 Linear = tuple[torch.Tensor, torch.Tensor | None]  # (weight (out, in), bias (out,) or None)
+Proj = Callable[[torch.Tensor], torch.Tensor]  # (..., in) -> (..., out)
 Logits = Callable[[torch.Tensor, torch.Tensor, KVCache, bool], torch.Tensor]
 
 
@@ -104,19 +107,25 @@ def _share(linears: list[nn.Linear]) -> None:
 @dataclass
 class LayerWeights:
     attn_norm: Callable[[torch.Tensor], torch.Tensor]
-    qkv: list[Linear]  # one fused (q|k|v) or three
+    qkv: list[Proj]  # one fused (q|k|v) or three
     q_norm: Callable[[torch.Tensor], torch.Tensor] | None
     k_norm: Callable[[torch.Tensor], torch.Tensor] | None
-    o: Linear
+    o: Proj
     ffn_norm: Callable[[torch.Tensor], torch.Tensor]
-    gate_up: list[Linear]  # SwiGLU: one fused (gate|up) or two; GELU: [up]
-    down: Linear
+    gate_up: list[Proj]  # SwiGLU: one fused (gate|up) or two; GELU: [up]
+    down: Proj
     gelu: str | None  # None for SwiGLU, else GELU's approximation ("none" | "tanh")
     layer: int
 
 
-def _linear(m: nn.Linear) -> Linear:
-    return m.weight, m.bias
+def _dense(w: torch.Tensor, b: torch.Tensor | None) -> Proj:
+    return lambda h: F.linear(h, w, b)
+
+
+def _proj(m: nn.Module) -> Proj:
+    """The projection as a plain function: `F.linear` on an nn.Linear's tensors, or a `QuantLinear`'s own
+    `forward` (its fused int4 / int8 kernel) without the module call around it."""
+    return _dense(m.weight, m.bias) if type(m) is nn.Linear else m.forward
 
 
 class FastForward:
@@ -128,6 +137,7 @@ class FastForward:
         self.H, self.Hkv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.split = [cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim]
         self.layers = [self._layer(b) for b in model.blocks]
+        self.head = _proj(model.lm_head)
 
     def _layer(self, block: Block) -> LayerWeights:
         a, f = block.attn, block.ffn
@@ -135,18 +145,18 @@ class FastForward:
         qkv = fused(projections)
         if type(f) is SwiGLU:
             gate_up = fused([f.gate_proj, f.up_proj])
-            gate_up = [gate_up] if gate_up is not None else [_linear(f.gate_proj), _linear(f.up_proj)]
+            gate_up = [_dense(*gate_up)] if gate_up is not None else [_proj(f.gate_proj), _proj(f.up_proj)]
         else:
-            gate_up = [_linear(f.up_proj)]
+            gate_up = [_proj(f.up_proj)]
         return LayerWeights(
             attn_norm=block.attn_norm.forward,
-            qkv=[qkv] if qkv is not None else [_linear(m) for m in projections],
+            qkv=[_dense(*qkv)] if qkv is not None else [_proj(m) for m in projections],
             q_norm=a.q_norm.forward if a.q_norm is not None else None,
             k_norm=a.k_norm.forward if a.k_norm is not None else None,
-            o=_linear(a.o_proj),
+            o=_proj(a.o_proj),
             ffn_norm=block.ffn_norm.forward,
             gate_up=gate_up,
-            down=_linear(f.down_proj),
+            down=_proj(f.down_proj),
             gelu=None if type(f) is SwiGLU else f.approx,
             layer=a.layer_idx,
         )
@@ -187,7 +197,7 @@ class FastForward:
             x = x + self._ffn(w, w.ffn_norm(x))
         if last_only:
             x = x[:, -1:]
-        return F.linear(m.norm(x), m.lm_head.weight)  # (B, T, V)
+        return self.head(m.norm(x))  # (B, T, V)
 
     def _attention(
         self,
@@ -200,9 +210,9 @@ class FastForward:
     ) -> torch.Tensor:
         B, T, _ = h.shape
         if len(w.qkv) == 1:
-            q, k, v = F.linear(h, *w.qkv[0]).split(self.split, dim=-1)
+            q, k, v = w.qkv[0](h).split(self.split, dim=-1)
         else:
-            q, k, v = (F.linear(h, *p) for p in w.qkv)
+            q, k, v = (p(h) for p in w.qkv)
         q = q.view(B, T, self.H, self.hd).transpose(1, 2)  # (B, H, T, hd)
         k = k.view(B, T, self.Hkv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
         v = v.view(B, T, self.Hkv, self.hd).transpose(1, 2)
@@ -214,16 +224,16 @@ class FastForward:
         cfg = self.cfg
         bias = shared.get(positions, k_pos, True, cfg.sliding_window, self.model.alibi, q.dtype, False)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=self.Hkv != self.H)
-        return F.linear(out.transpose(1, 2).reshape(B, T, self.H * self.hd), *w.o)  # (B, T, D)
+        return w.o(out.transpose(1, 2).reshape(B, T, self.H * self.hd))  # (B, T, D)
 
     def _ffn(self, w: LayerWeights, h: torch.Tensor) -> torch.Tensor:
         if w.gelu is not None:  # GELU MLP
-            return F.linear(F.gelu(F.linear(h, *w.gate_up[0]), approximate=w.gelu), *w.down)
+            return w.down(F.gelu(w.gate_up[0](h), approximate=w.gelu))
         if len(w.gate_up) == 1:  # SwiGLU, gate|up fused
-            gate, up = F.linear(h, *w.gate_up[0]).chunk(2, dim=-1)
+            gate, up = w.gate_up[0](h).chunk(2, dim=-1)
         else:
-            gate, up = (F.linear(h, *p) for p in w.gate_up)
-        return F.linear(F.silu(gate) * up, *w.down)
+            gate, up = (p(h) for p in w.gate_up)
+        return w.down(F.silu(gate) * up)
 
 
 def forward_fn(model: CausalLM) -> Logits:
