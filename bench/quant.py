@@ -240,8 +240,10 @@ def footprint(row: Row, llama: dict[str, Path] | None) -> tuple[float, float]:
 
 def baseline_rss() -> float:
     """Peak RSS of a process that only imports torch and lmstack (what every lmstack row pays before weights)."""
-    code = ("import torch, lmstack.model; "
-            "print([int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')][0] / 1024)")
+    code = (
+        "import torch, lmstack.model; "
+        "print([int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')][0] / 1024)"
+    )
     return float(run([PY, "-c", code]).stdout.split()[-1])
 
 
