@@ -139,6 +139,8 @@ class ContiguousKVCache:
 def new_cache(model: CausalLM, batch: int, max_len: int, kv_cache_dtype: str = "auto") -> ContiguousKVCache:
     """The cache `SamplingParams.kv_cache_dtype` asks for: contiguous in the model's dtype, or INT8."""
     if kv_cache_dtype == "int8":
+        if getattr(model.config, "is_encoder_decoder", False):
+            raise ValueError("kv_cache_dtype='int8' is for decoder-only models; an encoder-decoder takes 'auto'")
         from lmstack.quant.kv_cache import Int8KVCache
 
         return Int8KVCache.for_model(model, batch, max_len=max_len)  # type: ignore[return-value]

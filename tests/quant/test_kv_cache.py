@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lmstack.generate import ContiguousKVCache, SamplingParams, generate
@@ -53,3 +54,13 @@ def test_every_decoder_runs_with_int8(tiny_tokenizer) -> None:
     assert len(beams) == 2
     spec = greedy.replace(prompt_lookup=True, num_draft_tokens=3, kv_cache_dtype="int8")
     assert generate(model, [[5, 6, 7, 5, 6, 7, 5, 6]], spec) == generate(model, [[5, 6, 7, 5, 6, 7, 5, 6]], greedy)
+
+
+def test_int8_cache_refused_for_encoder_decoder() -> None:
+    from types import SimpleNamespace
+
+    from lmstack.generate.kv_cache import new_cache
+
+    t5_like = SimpleNamespace(config=SimpleNamespace(is_encoder_decoder=True))
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        new_cache(t5_like, 1, 8, "int8")
