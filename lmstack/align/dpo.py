@@ -29,11 +29,12 @@ import torch
 import yaml
 from safetensors.torch import load_file, save
 
-from lmstack.align.batching import Rows, batch_indices
+from lmstack.align.batching import Rows
 from lmstack.align.curves import plot_curves
 from lmstack.align.dpo_loss import check_dpo_args, dpo_loss
 from lmstack.align.evaluate import pair_logps, preference_metrics
 from lmstack.align.logprobs import sequence_logprobs, trim
+from lmstack.align.pair_loop import pair_loop
 from lmstack.align.policy import (
     check_out_dir,
     checkpoint_fns,
@@ -46,7 +47,7 @@ from lmstack.align.policy import (
 from lmstack.align.preferences import encode_pairs, load_pairs, select
 from lmstack.common.atomic import atomic_write_bytes, atomic_write_text
 from lmstack.common.config import config_to_dict
-from lmstack.common.log import JsonlLogger, info, progress
+from lmstack.common.log import JsonlLogger, info
 from lmstack.common.signals import interruptible
 from lmstack.train.checkpoint import load_checkpoint, read_state, save_checkpoint
 from lmstack.train.optim import build_optimizer, set_lr
@@ -267,32 +268,20 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
 
 
 def loop(run: Run, state: dict[str, Any]) -> None:
-    """Optimizer steps until the budget is spent; mutates `state` (step, elapsed_s)."""
-    cfg, schedule = run.cfg, run.cfg.lr_schedule()
-    n = run.train_rows.input_ids.shape[0] // 2
-    bar = progress(total=cfg.max_steps, initial=state["step"], unit="step")
-    while state["step"] < cfg.max_steps and not (cfg.stop_after and state["step"] >= cfg.stop_after):
-        idx = batch_indices(n, cfg.batch_size, state["step"], cfg.seed)  # a pure function of (seed, step)
+    """Optimizer steps until the budget is spent (`pair_loop`); mutates `state` (step, elapsed_s)."""
+    cfg, n = run.cfg, run.train_rows.input_ids.shape[0] // 2
+
+    def step(idx: list[int], lr: float) -> dict[str, float]:
         rows = select(run.train_rows, idx).to(run.device)
         ref = torch.cat([run.refs["train"][idx], run.refs["train"][[n + i for i in idx]]])
-        t0 = time.perf_counter()
-        lr = schedule.lr((state["step"] + 1) / cfg.max_steps)
-        m = train_step(cfg, run.policy, run.ref_model, run.opt, rows, ref, lr)
-        state.update(step=state["step"] + 1, elapsed_s=state["elapsed_s"] + time.perf_counter() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['reward_accuracy']:.2f}", refresh=False)
-        if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-            run.log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
-        if not math.isfinite(m["loss"]):
-            raise FloatingPointError(f"loss is {m['loss']} at step {state['step']}; lower --lr")
-        step, done = state["step"], state["step"] >= cfg.max_steps
-        if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            ev = evaluate(cfg, run.policy, run.eval_rows, run.refs["eval"])
-            run.log.log(step=step, **ev)
-            bar.set_postfix(loss=f"{m['loss']:.3f}", eval_acc=f"{ev['pref_accuracy']:.3f}", refresh=False)
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not done:
-            save_checkpoint(run.ckpt, run.policy, run.opt, state, run.identity, run.save_model)
-    bar.close()
+        return train_step(cfg, run.policy, run.ref_model, run.opt, rows, ref, lr)
+
+    pair_loop(
+        run, state, n, step,
+        evaluate=lambda: evaluate(cfg, run.policy, run.eval_rows, run.refs["eval"]),
+        save=lambda: save_checkpoint(run.ckpt, run.policy, run.opt, state, run.identity, run.save_model),
+        show="reward_accuracy", show_eval="pref_accuracy",
+    )  # fmt: skip
 
 
 def main(cfg: DPOConfig) -> int:

@@ -24,16 +24,17 @@ from typing import Any
 import torch
 import yaml
 
-from lmstack.align.batching import Rows, batch_indices
+from lmstack.align.batching import Rows
 from lmstack.align.curves import plot_curves
 from lmstack.align.evaluate import pair_logps, preference_metrics
 from lmstack.align.logprobs import token_logprobs, trim
 from lmstack.align.orpo_loss import orpo_loss
+from lmstack.align.pair_loop import pair_loop
 from lmstack.align.policy import check_out_dir, checkpoint_fns, digest, load_policy, setup_device, train_last_layers
 from lmstack.align.preferences import encode_pairs, load_pairs, select
 from lmstack.common.atomic import atomic_write_text
 from lmstack.common.config import config_to_dict
-from lmstack.common.log import JsonlLogger, info, progress
+from lmstack.common.log import JsonlLogger, info
 from lmstack.common.signals import interruptible
 from lmstack.train.checkpoint import load_checkpoint, read_state, save_checkpoint
 from lmstack.train.optim import build_optimizer, set_lr
@@ -200,27 +201,15 @@ def train(cfg: ORPOConfig) -> dict[str, Any]:
 
 
 def loop(run: Run, state: dict[str, Any]) -> None:
-    """Optimizer steps until the budget is spent; mutates `state` (step, elapsed_s)."""
-    cfg, schedule = run.cfg, run.cfg.lr_schedule()
-    n = run.train_rows.input_ids.shape[0] // 2
-    bar = progress(total=cfg.max_steps, initial=state["step"], unit="step")
-    while state["step"] < cfg.max_steps and not (cfg.stop_after and state["step"] >= cfg.stop_after):
-        rows = select(run.train_rows, batch_indices(n, cfg.batch_size, state["step"], cfg.seed)).to(run.device)
-        t0 = time.perf_counter()
-        m = train_step(cfg, run.model, run.opt, rows, schedule.lr((state["step"] + 1) / cfg.max_steps))
-        state.update(step=state["step"] + 1, elapsed_s=state["elapsed_s"] + time.perf_counter() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{m['loss']:.3f}", nll=f"{m['nll']:.3f}", refresh=False)
-        if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-            run.log.log(step=state["step"], elapsed_s=state["elapsed_s"], **m)
-        if not math.isfinite(m["loss"]):
-            raise FloatingPointError(f"loss is {m['loss']} at step {state['step']}; lower --lr")
-        step, done = state["step"], state["step"] >= cfg.max_steps
-        if cfg.eval_every and step % cfg.eval_every == 0 and not done:
-            run.log.log(step=step, **evaluate(cfg, run.model, run.eval_rows))
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and not done:
-            save_checkpoint(run.ckpt, run.model, run.opt, state, run.identity, run.save_model)
-    bar.close()
+    """Optimizer steps until the budget is spent (`pair_loop`); mutates `state` (step, elapsed_s)."""
+    cfg = run.cfg
+    pair_loop(
+        run, state, run.train_rows.input_ids.shape[0] // 2,
+        lambda idx, lr: train_step(cfg, run.model, run.opt, select(run.train_rows, idx).to(run.device), lr),
+        evaluate=lambda: evaluate(cfg, run.model, run.eval_rows),
+        save=lambda: save_checkpoint(run.ckpt, run.model, run.opt, state, run.identity, run.save_model),
+        show="nll",
+    )  # fmt: skip
 
 
 def main(cfg: ORPOConfig) -> int:
