@@ -135,7 +135,10 @@ def load(row: Row):
 
         hf = transformers.AutoModelForCausalLM.from_pretrained(row.path, dtype=torch.float32).eval()
         return hf, Tokenizer.load(row.path)
-    return load_model(row.path, dtype=row.dtype if row.kind == "lmstack" else "float32")
+    from lmstack.generate.fast_forward import decode_layout
+
+    model, tok = load_model(row.path, dtype=row.dtype if row.kind == "lmstack" else "float32")
+    return decode_layout(model), tok  # what `lmstack generate` / `chat` do to the model they load
 
 
 def weight_bytes(model: torch.nn.Module) -> int:

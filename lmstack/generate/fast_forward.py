@@ -10,7 +10,9 @@ loop, so its logits equal `model(...)`'s (tests/generate/test_fast_forward.py ch
 every projection is stored transposed, (in, out) row-major (MKL's fp32 matrix-vector product streams that
 layout at ~1.6x the bandwidth of the usual (out, in) one on this machine, docs/generate.md), and each block's
 q|k|v and gate|up projections share one matrix, so a layer runs 4 products instead of 7. The modules keep their
-parameters (now views into the shared matrices): state dicts, saving and training are unchanged.
+parameters (now views into the shared matrices): state dicts, saving and training are unchanged. Quantized
+projections (`QuantLinear`) keep their packed layout but are fused the same way (`quant.linear.concat_rows`):
+one int8 / int4 kernel call for q|k|v and one for gate|up, which is what a batch-1 step saves most on.
 `lmstack generate` / `chat` apply it to the model they load.
 
 Covered: pre-norm decoders (RMSNorm or LayerNorm; RoPE, learned, sinusoidal, ALiBi or no positions; MHA, GQA,
@@ -38,7 +40,7 @@ from lmstack.model.ffn import GeluMLP, SwiGLU
 from lmstack.model.norms import LayerNorm, RMSNorm
 from lmstack.model.positions import RotaryEmbedding, apply_rope_signed, sinusoidal
 from lmstack.model.transformer import Block, Transformer, check_ids, check_learned_positions
-from lmstack.quant.linear import QuantLinear
+from lmstack.quant.linear import QuantLinear, concat_rows
 
 KNOWN = (Transformer, Block, Attention, RMSNorm, LayerNorm, SwiGLU, GeluMLP, RotaryEmbedding, nn.ModuleList,
          nn.Linear, nn.Embedding, nn.Dropout, nn.Identity, QuantLinear)  # fmt: skip
@@ -47,12 +49,19 @@ Proj = Callable[[torch.Tensor], torch.Tensor]  # (..., in) -> (..., out)
 Logits = Callable[[torch.Tensor, torch.Tensor, KVCache, bool], torch.Tensor]
 
 
-def fused(linears: list[nn.Linear]) -> Linear | None:
-    """The weight and bias of `decode_layout`'s shared matrix behind these projections, if it still backs them
-    (a later `.to()`, load or module swap breaks the sharing; then the projections run one by one)."""
+def fused(linears: list[nn.Module]) -> Proj | None:
+    """The product by `decode_layout`'s shared matrix behind these projections, if it still backs them (a later
+    `.to()`, load or module swap breaks the sharing; then the projections run one by one)."""
     shared = getattr(linears[0], "fused_with_next", None)
     if shared is None:
         return None
+    if isinstance(shared[0], QuantLinear):  # `concat_rows`: each layer's packed weight is a row slice of it
+        whole, offset = shared[0], 0
+        for lin in linears:
+            if type(lin) is not QuantLinear or lin.weight.data_ptr() != whole.weight[offset:].data_ptr():
+                return None
+            offset += lin.out_features
+        return whole.forward if offset == whole.out_features else None
     w, b = shared
     offset, rows = 0, w.shape[0]
     for lin in linears:
@@ -64,11 +73,12 @@ def fused(linears: list[nn.Linear]) -> Linear | None:
         if not (view_ok and bias_ok):
             return None
         offset += n
-    return (w, b) if offset == rows else None
+    return _dense(w, b) if offset == rows else None
 
 
 def decode_layout(model: CausalLM) -> CausalLM:
-    """Store each block's projections (in, out) row-major, q|k|v and gate|up fused, in place (values unchanged).
+    """Store each block's projections (in, out) row-major, q|k|v and gate|up fused, in place (values unchanged);
+    quantized q|k|v and gate|up are fused too (packed layout kept).
 
     For a `Transformer` on the CPU; any other model is returned untouched. Returns the model."""
     if type(model) is not Transformer or next(model.parameters()).device.type != "cpu":
@@ -84,6 +94,10 @@ def decode_layout(model: CausalLM) -> CausalLM:
             for group in groups:
                 if all(type(m) is nn.Linear for m in group):
                     _share(group)
+                elif len(group) > 1 and all(type(m) is QuantLinear for m in group):
+                    whole = concat_rows(group)  # one fused-kernel call (the packed rows stay as they are)
+                    if whole is not None:
+                        group[0].fused_with_next = (whole,)
         if type(model.lm_head) is nn.Linear:  # tied: the embedding table too (a lookup reads one strided row)
             _share([model.lm_head])
     return model
@@ -145,12 +159,12 @@ class FastForward:
         qkv = fused(projections)
         if type(f) is SwiGLU:
             gate_up = fused([f.gate_proj, f.up_proj])
-            gate_up = [_dense(*gate_up)] if gate_up is not None else [_proj(f.gate_proj), _proj(f.up_proj)]
+            gate_up = [gate_up] if gate_up is not None else [_proj(f.gate_proj), _proj(f.up_proj)]
         else:
             gate_up = [_proj(f.up_proj)]
         return LayerWeights(
             attn_norm=block.attn_norm.forward,
-            qkv=[_dense(*qkv)] if qkv is not None else [_proj(m) for m in projections],
+            qkv=[qkv] if qkv is not None else [_proj(m) for m in projections],
             q_norm=a.q_norm.forward if a.q_norm is not None else None,
             k_norm=a.k_norm.forward if a.k_norm is not None else None,
             o=_proj(a.o_proj),

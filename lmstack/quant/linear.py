@@ -115,7 +115,9 @@ class QuantLinear(nn.Module):
             return y + self._bias(x.dtype) if self.bias is not None else y
         x2 = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, K)
         if self.path == "int4pack_mm":
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight, self.group, self.scales_and_zeros)
+            sz = self.scales_and_zeros  # a strided view after `concat_rows`; the kernel reads it as contiguous
+            sz = sz if sz.is_contiguous() else sz.contiguous()
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight, self.group, sz)
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2, self.weight, self.scales_bf16)
         y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
@@ -160,6 +162,59 @@ class QuantLinear(nn.Module):
         s = self.spec
         kind = f"int{s.bits} {'sym' if s.sym else 'asym'} group={s.group_size}{' a8' if self.act_quant else ''}"
         return f"in={self.in_features}, out={self.out_features}, {kind}, path={self.path}"
+
+
+# buffer -> the dimension that indexes output features (rows of W)
+ROW_DIM = {"weight": 0, "scales": 0, "zeros": 0, "scales_bf16": 0, "scales_and_zeros": 1}
+
+
+def concat_rows(layers: list[QuantLinear]) -> QuantLinear | None:
+    """One `QuantLinear` computing `layers`' outputs side by side (q|k|v, gate|up: one kernel call instead of
+    several), or None when they cannot share a call (different paths, specs, inputs or column orders; a bias on
+    some only; the dequant path). Each layer's buffers become views of the new layer's, so no memory is added
+    and each layer still runs alone (its int4 scale view is made contiguous per call)."""
+    first = layers[0]
+    same = all(
+        m.path == first.path and m.spec == first.spec and m.act_quant == first.act_quant
+        and m.in_features == first.in_features and m.group == first.group
+        and (m.perm is None) == (first.perm is None) and (m.perm is None or torch.equal(m.perm, first.perm))
+        and (m.bias is None) == (first.bias is None)
+        for m in layers
+    )  # fmt: skip
+    if not same or first.path == "dequant" or (first.path == "int4pack_mm" and not _int4pack_rows_separable(layers)):
+        return None
+    fused = QuantLinear.__new__(QuantLinear)
+    nn.Module.__init__(fused)
+    fused.spec, fused.act_quant, fused.path, fused.group = first.spec, first.act_quant, first.path, first.group
+    fused.in_features, fused.out_features = first.in_features, sum(m.out_features for m in layers)
+    fused.register_buffer("perm", first.perm, persistent=False)
+    for name, dim in ROW_DIM.items():
+        if getattr(first, name, None) is None:
+            continue
+        whole = torch.cat([getattr(m, name) for m in layers], dim=dim)
+        fused.register_buffer(name, whole, persistent=False)
+        offset = 0
+        for m in layers:
+            setattr(m, name, whole.narrow(dim, offset, m.out_features))
+            offset += m.out_features
+    fused.bias = None
+    if first.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([m.bias for m in layers]), requires_grad=False)
+        offset = 0
+        for m in layers:
+            m.bias.data = fused.bias.data[offset : offset + m.out_features]
+            offset += m.out_features
+    return fused
+
+
+def _int4pack_rows_separable(layers: list[QuantLinear]) -> bool:
+    """Whether packing the layers' rows together equals packing each alone, stacked. The CPU int4pack layout
+    interleaves rows in blocks (64 in torch 2.13, measured), so it holds when every boundary falls on a block;
+    checked on a random probe matrix rather than assumed."""
+    g = torch.Generator().manual_seed(0)
+    probes = [torch.randint(0, 16, (m.out_features, m.in_features), dtype=torch.int32, generator=g) for m in layers]
+    pack = torch.ops.aten._convert_weight_to_int4pack_for_cpu
+    return torch.equal(pack(torch.cat(probes), 2), torch.cat([pack(p, 2) for p in probes]))
 
 
 def kernel_report(model: nn.Module) -> dict[str, int]:
