@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import table, write_section  # noqa: E402
 from lmstack.generate import SamplingParams, stream_generate  # noqa: E402
 from lmstack.generate.decode import sample_stream  # noqa: E402
+from lmstack.generate.fast_forward import decode_layout  # noqa: E402
 from lmstack.model import load_model  # noqa: E402
 from lmstack.model.local_models import resolve_model, source_path  # noqa: E402
 from lmstack.serve.engine import Engine, EngineConfig  # noqa: E402
@@ -401,6 +402,7 @@ def main() -> None:
     measured."""
     torch.set_num_threads(THREADS)
     model, tok = load_model(MODEL, device="cpu")
+    decode_layout(model)  # what `lmstack serve` and `lmstack generate` do to the model they load
     reqs = workload(N_REQUESTS, seed=0, vocab=model.config.vocab_size)
     warm = reqs[:2]
     run_static(model, warm, CONCURRENCY)

@@ -7,17 +7,20 @@ at most two forwards, one over the decode rows (T = 1, no padding) and one over 
 the longest chunk, usually one or two rows); both write into and read from the same paged cache. The price is
 reading the weights twice in a mixed step, cheaper than the padding it avoids (docs/serve.md has numbers).
 Positions are the tokens' absolute indices (-1 on pads), so RoPE and the causal mask need nothing else.
+Rows are left-padded, so every row's newest token sits in the last column.
 
-Only the rows that caught up with their tokens (the last chunk of a prompt, every decode) get logits back:
-the last real position of each.
-Left out: CUDA graphs, a varlen (unpadded) attention path, computing the LM head only on the sampled rows
-(the model's forward returns logits for every position: ~25 % extra prefill work on SmolLM2).
+The model runs through `generate.fast_forward.forward_fn`, the same decoding forward `generate()` uses (no
+module calls; q|k|v and gate|up fused after `decode_layout`), and only the last column goes through the LM head:
+the head's (T, V) product for every prefill position is work no one samples from (~25 % of a SmolLM2 prefill).
+Only the rows that caught up with their tokens (the last chunk of a prompt, every decode) are returned.
+Left out: CUDA graphs, a varlen (unpadded) attention path.
 """
 
 from __future__ import annotations
 
 import torch
 
+from lmstack.generate.fast_forward import forward_fn
 from lmstack.model.causal_lm import CausalLM
 from lmstack.serve.paged_cache import PagedKVCache
 from lmstack.serve.scheduler import SchedulerOutput
@@ -27,6 +30,7 @@ from lmstack.serve.sequence import Sequence
 class ModelRunner:
     def __init__(self, model: CausalLM, cache: PagedKVCache) -> None:
         self.model, self.cache = model, cache
+        self.forward = forward_fn(model)  # (ids, positions, cache, last_only) -> logits
         self.device = next(model.parameters()).device
         self.forwards = 0  # model calls so far
         self.tokens = 0  # real (unpadded) tokens computed so far
@@ -50,20 +54,20 @@ class ModelRunner:
         return [out.seqs[i] for i in ready], torch.stack([last[i] for i in ready]).float()
 
     def _forward(self, out: SchedulerOutput, group: list[int]) -> dict[int, torch.Tensor]:
-        """One model call over the rows `group`: right-padded inputs, last-position logits per row."""
+        """One model call over the rows `group`: left-padded inputs, last-position logits per row."""
         T = max(out.num_new[i] for i in group)
         ids = torch.zeros(len(group), T, dtype=torch.long)
         pos = torch.full((len(group), T), -1, dtype=torch.long)
         for r, i in enumerate(group):
             seq, n = out.seqs[i], out.num_new[i]
             start = seq.num_computed
-            ids[r, :n] = torch.tensor(seq.token_ids[start : start + n])
-            pos[r, :n] = torch.arange(start, start + n)
+            ids[r, T - n :] = torch.tensor(seq.token_ids[start : start + n])
+            pos[r, T - n :] = torch.arange(start, start + n)
         ids, pos = ids.to(self.device), pos.to(self.device)
         view = self.cache.batch([out.block_ids[i] for i in group], [out.seqs[i].num_computed for i in group], pos)
-        logits = self.model(ids, positions=pos, cache=view).logits  # (B, T, V)
+        logits = self.forward(ids, pos, view, True)  # (B, 1, V): each row's newest token
         self.forwards += 1
         real = sum(out.num_new[i] for i in group)
         self.tokens += real
         self.padded_tokens += len(group) * T - real
-        return {i: logits[r, out.num_new[i] - 1] for r, i in enumerate(group)}
+        return {i: logits[r, -1] for r, i in enumerate(group)}
