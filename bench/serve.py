@@ -402,7 +402,7 @@ def main() -> None:
     measured."""
     torch.set_num_threads(THREADS)
     model, tok = load_model(MODEL, device="cpu")
-    decode_layout(model)  # what `lmstack serve` and `lmstack generate` do to the model they load
+    decode_layout(model, packed=True)  # what `lmstack serve` does to the model it loads (static batching gets it too)
     reqs = workload(N_REQUESTS, seed=0, vocab=model.config.vocab_size)
     warm = reqs[:2]
     run_static(model, warm, CONCURRENCY)

@@ -57,6 +57,7 @@ class ServeConfig:
     max_num_batched_tokens: int = 512  # token budget of one engine step (prefill chunks + decodes)
     chunked_prefill: bool = True  # split long prompts over steps so running streams are not stalled
     prefix_caching: bool = True  # reuse KV blocks of earlier requests that share a prefix
+    packed_weights: bool = True  # CPU, float32: keep a oneDNN-packed copy of the weights (2-4x faster batched steps)
     max_queue: int = 256  # requests waiting beyond this get 429
     max_body_bytes: int = 1 << 20  # larger request bodies get 413
     drain_timeout: float = 60.0  # on SIGTERM, seconds to let in-flight requests finish (0 = no limit)
@@ -279,11 +280,14 @@ def main(cfg: ServeConfig, embedder: Any = None, retrieval: Any = None) -> int:
     import uvicorn
 
     from lmstack.common.log import info
-    from lmstack.generate.fast_forward import decode_layout
+    from lmstack.generate.fast_forward import decode_layout, packed_nbytes
     from lmstack.model import load_model
 
     model, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    decode_layout(model)  # as `lmstack generate` does: same values, fused q|k|v and gate|up, faster on CPU
+    # as `lmstack generate` does (same values, fused q|k|v and gate|up), plus oneDNN-packed copies for batched steps
+    decode_layout(model, packed=cfg.packed_weights)
+    if extra := packed_nbytes(model):
+        info(f"packed the float weights for oneDNN: {extra / 2**20:.0f} MB more memory (--packed_weights false: none)")
     engine = Engine(model, tok, cfg.engine_config())
     name = cfg.served_model_name or served_name(cfg.model)
     api_key = cfg.api_key or os.environ.get("LMSTACK_API_KEY", "")

@@ -92,6 +92,26 @@ def test_layout_keeps_values_saves_and_trains_the_same(tiny_model, tmp_path):
     torch.testing.assert_close(shared[: q.shape[0]], q)  # still one storage after the in-place updates
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("name", ["llama-gqa", "llama-untied-qkv-bias", "gpt2"])
+def test_packed_layout_agrees_with_the_model_and_goes_stale_safely(name, tiny_model):
+    model = tiny_model(sharpen=True, **VARIANTS[name])
+    want = run(reference(model), model)
+    decode_layout(model, packed=True)
+    assert model.blocks[0].attn.q_proj.onednn_weight[0].is_mkldnn
+    fast = FastForward.of(model)
+    for got, ref in zip(run(fast, model), want):  # another summation order: close, not bit-equal
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    params = SamplingParams(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert generate(model, PROMPTS, params) == generate(tiny_model(sharpen=True, **VARIANTS[name]), PROMPTS, params)
+    # an in-place update (a training step, a weight edit) bumps the version: the stale copy is not used
+    with torch.no_grad():
+        model.blocks[0].ffn.down_proj.weight.mul_(0.5)
+        model.blocks[1].attn.q_proj.weight.add_(0.01)
+    for got, ref in zip(run(FastForward.of(model), model), run(reference(model), model)):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_layout_broken_by_to_falls_back_to_separate_projections(tiny_model):
     model = decode_layout(tiny_model(sharpen=True))
     model.to(torch.bfloat16)  # new storage per parameter: the fused matrices no longer back the modules
