@@ -231,6 +231,11 @@ def main() -> None:
             for B in (1, 8):
                 speed_rows.append([name, *decode_speed(ours, hf, B, n_new, 4 * reps)])
                 print(speed_rows[-1], file=sys.stderr)
+                if B == 1:  # ours runs this model on one thread anyway (cpu_threads.py): give HF the same
+                    torch.set_num_threads(1)
+                    speed_rows.append([f"{name}, both on 1 thread", *decode_speed(ours, hf, B, n_new, 4 * reps)])
+                    torch.set_num_threads(THREADS)
+                    print(speed_rows[-1], file=sys.stderr)
                 if DECODE_ONLY:
                     continue
                 warm = [list(range(3, 35))] * B
@@ -250,7 +255,11 @@ def main() -> None:
         md.append(
             "\nOurs is `generate()` on the model as `lmstack generate` loads it: `decode_layout` (projections stored "
             "(in, out), q|k|v and gate|up fused: same values) and the module-call-free `FastForward` "
-            "(lmstack/generate/fast_forward.py); eager, no `torch.compile`. HF runs its default eager `generate`. "
+            "(lmstack/generate/fast_forward.py); eager, no `torch.compile`. A model whose weights fit in the CPU's "
+            "last-level cache (both random Llamas, not SmolLM2) decodes on one thread whatever the setting "
+            "(lmstack/generate/cpu_threads.py: waking a second thread costs more than these ops); the "
+            "'both on 1 thread' rows give `transformers` that same single thread, so the speed-up there is not "
+            "from threading. HF runs its default eager `generate`. "
             "Both are warmed up, then alternate which runs first; the ratio column is the median of per-round "
             "HF time / our time with its range, the CPU-time ratio the same for process CPU seconds (what the "
             "machine's other jobs disturb least)."

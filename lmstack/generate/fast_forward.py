@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmstack.generate.cpu_threads import fits_in_cache, single_threaded
 from lmstack.model.attention import Attention, SharedBias
 from lmstack.model.cache import KVCache
 from lmstack.model.causal_lm import CausalLM
@@ -283,13 +284,13 @@ class FastForward:
 
 def forward_fn(model: CausalLM) -> Logits:
     """The fastest correct way to get logits from `model` with a cache: `FastForward` if it covers the model,
-    else `model(...)`. Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V)."""
+    else `model(...)`; on one thread when the model fits in the CPU's last-level cache (`cpu_threads.py`).
+    Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V)."""
     fast = FastForward.of(model)
-    if fast is not None:
-        return fast
+    if fast is None:
 
-    def plain(ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
-        logits = model(ids, positions=positions, cache=cache).logits
-        return logits[:, -1:] if last_only else logits
+        def fast(ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
+            logits = model(ids, positions=positions, cache=cache).logits
+            return logits[:, -1:] if last_only else logits
 
-    return plain
+    return single_threaded(fast) if fits_in_cache(model) else fast
