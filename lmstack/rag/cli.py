@@ -45,6 +45,7 @@ class RagConfig:
     where: str = ""  # query/ask: metadata filter as JSON, e.g. {"path": "library/*"}
     rerank: str = "none"  # query/ask: none | cross-encoder | llm
     reranker: str = ""  # cross-encoder directory (default: <index>-reranker)
+    rerank_candidates: int = 20  # query/ask/eval: fused hits the reranker reorders (then the top k are kept)
     expand: str = "none"  # query/ask: none | hyde | rewrite (uses --model)
     model: str = "smollm2-135m"  # ask (and llm rerank / hyde / rewrite): the answering model
     min_score: float = 0.3  # ask: abstain when the retrieval confidence is below this
@@ -65,6 +66,8 @@ class RagConfig:
                               ("expand", ("none", "hyde", "rewrite"))]:  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r}; expected one of {list(allowed)}")
+        if self.rerank_candidates <= 0:
+            raise ValueError(f"--rerank_candidates={self.rerank_candidates}: expected a positive number of hits")
         if self.k <= 0:
             raise ValueError(f"--k={self.k} must be positive")
         if self.where:
@@ -139,7 +142,8 @@ def make_retriever(cfg: RagConfig, index, lm=None):
         from lmstack.rag.query_expansion import HyDE, QueryRewriter
 
         expander = HyDE(*lm()) if cfg.expand == "hyde" else QueryRewriter(*lm())
-    return Retriever(index, cfg.mode, cfg.k, reranker=reranker, expander=expander)
+    return Retriever(index, cfg.mode, cfg.k, reranker=reranker, expander=expander,
+                     rerank_candidates=cfg.rerank_candidates)  # fmt: skip
 
 
 def _lazy_model(spec: str):

@@ -3,7 +3,8 @@
 Retrieval: each set's gold passages form a collection (chunked like any collection; a passage is found when any
 of its chunks is); every question is searched by BM25, dense, hybrid (RRF) and hybrid + cross-encoder rerank, and
 scored by recall@1/5/10, MRR@10 and nDCG@10 (one relevant passage per question, so nDCG@10 = 1 / log2(1 + rank)).
-The reranker reorders hybrid's top 10 (so rerank changes recall@1/5 and MRR, never recall@10).
+The reranker reorders hybrid's top `--rerank_candidates` chunks (default 20), so it can lift a passage that
+hybrid ranked 11th-20th into the top 10.
 
 Answers (the local model, greedy; a sample of `answers` questions per set, as generation is the slow part):
 - FAQ: exact match and token F1 (SQuAD normalization) against the reference first paragraph, citation precision
@@ -102,7 +103,9 @@ def doc_ranking(hits: list[tuple[int, Any]], index) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def evaluate_retrieval(items: list[QAItem], index, ids: dict[str, str], reranker=None, candidates: int = 10):
+def evaluate_retrieval(
+    items: list[QAItem], index, ids: dict[str, str], reranker=None, rerank_candidates: int = 20, candidates: int = 10
+):
     from lmstack.rag.retriever import Retriever
 
     modes = {
@@ -112,7 +115,7 @@ def evaluate_retrieval(items: list[QAItem], index, ids: dict[str, str], reranker
     }
     if reranker is not None:
         modes["hybrid+rerank"] = Retriever(index, "hybrid", k=10, candidates=50, reranker=reranker,
-                                           rerank_candidates=candidates)  # fmt: skip
+                                           rerank_candidates=rerank_candidates)  # fmt: skip
     results, timing = {}, {}
     for name, retriever in modes.items():
         ranks, t0 = [], time.perf_counter()
@@ -134,7 +137,7 @@ def evaluate_answers(faq, squad, faq_index, faq_ids, squad_index, lm, cfg, reran
 
     model, tok = lm
     out: dict[str, Any] = {}
-    rf = Retriever(faq_index, "hybrid", k=3, reranker=reranker, rerank_candidates=10)
+    rf = Retriever(faq_index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates)
     ems, f1s, precisions, answered = [], [], [], []
     for it in progress(faq, desc="answer faq", disable=False):
         a = answer(it.question, rf, model, tok, min_score=cfg.min_score, max_new_tokens=cfg.max_new_tokens)
@@ -144,7 +147,7 @@ def evaluate_answers(faq, squad, faq_index, faq_ids, squad_index, lm, cfg, reran
         precisions.append(citation_precision(a.citations))
     out["faq"] = dict(n=len(faq), em=np.mean(ems), f1=np.mean(f1s), citation_precision=np.mean(precisions),
                       answered=np.mean(answered))  # fmt: skip
-    rs = Retriever(squad_index, "hybrid", k=3, reranker=reranker, rerank_candidates=10)
+    rs = Retriever(squad_index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates)
     correct, by_label = [], {True: [], False: []}
     for it in progress(squad, desc="answer squad", disable=False):
         a = answer(it.question, rs, model, tok, min_score=cfg.min_score, max_new_tokens=cfg.max_new_tokens)
@@ -237,7 +240,7 @@ def run_eval(cfg) -> int:
             info(f"{name}: {len(items)} questions")
             index, ids = collection(items, Path(tmp) / name, cfg.embedder)
             indexes[name] = (index, ids)
-            res, ms = evaluate_retrieval(items, index, ids, reranker)
+            res, ms = evaluate_retrieval(items, index, ids, reranker, cfg.rerank_candidates)
             report["retrieval"][name], report["latency_ms"][name], report["sizes"][name] = res, ms, len(items)
             (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
         plot(report["retrieval"], out / "retrieval.png")

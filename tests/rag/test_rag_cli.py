@@ -32,6 +32,7 @@ def test_index_and_query_a_folder(folder, tmp_path, capsys) -> None:
         (["rag", "query", "x", "--mode=sparse"], "--mode"),
         (["rag", "query", "x", "--where=path=faq"], "--where"),
         (["rag", "query", "x", "--index=/nonexistent/coll"], "no collection"),
+        (["rag", "query", "x", "--rerank_candidates=0"], "--rerank_candidates=0"),
     ],
 )
 def test_errors_name_the_problem(argv, message, capsys) -> None:
