@@ -1,70 +1,73 @@
-"""How many CPU threads a decoding forward should use: one, when the model's weights fit in the last-level cache.
+"""How many CPU threads a decoding step should use: measured, not guessed.
 
-A decode step of a small model is hundreds of ops of a few microseconds each. Its weights stay in the CPU's
-last-level cache between steps, so a second thread brings no memory bandwidth, only the price of waking it for
-every parallel region (an OpenMP futex wake-up under `OMP_WAIT_POLICY=PASSIVE`, tens of microseconds, more than
-most of these ops take). A model too big for the cache streams its weights from memory at every step, and
-there a second thread does add bandwidth. Measured on this machine (2 cores, 32 MiB L3, batch-1 greedy,
-bench/generate.py): a 0.3M-parameter Llama decodes at 1,650 tokens/s on 2 threads and 2,360 on one, a 4M one
-(16 MB of weights) at 380 and 491, while SmolLM2-135M (540 MB) is faster on two (19.0 vs 17.2).
-
-`forward_fn` applies this: for a CPU model that fits, each call runs with `torch.set_num_threads(1)` and puts the
-caller's setting back afterwards (the switch costs well under a microsecond). Nothing changes numerically: the
-same kernels run, on one thread.
+A decode step (one new token per row, a few rows) is hundreds of small ops around one matrix-vector product
+per weight matrix. On this machine (2 cores, `OMP_WAIT_POLICY=PASSIVE`) a second thread rarely pays for it:
+waking it for a parallel region is an OpenMP futex wake-up of tens of microseconds, more than most of these ops
+take (SDPA for one query over 64 keys: 97 us on 2 threads, 14 us on 1), and MKL's fp32 matrix-vector product
+streams a 3072x576 matrix in 343 us on one thread and 332 us on two. A prefill (many tokens per row) is
+compute-bound and does use both. Whether the second thread pays depends on the model, the batch and the machine,
+so `DecodeThreads` measures it: the first decode steps of a (model, thread count, batch size) alternate between
+one thread and the caller's count, and the rest of the steps (and later generate calls) use the faster one.
+Measured with it (bench/generate.py, batch 1): a 0.3M-parameter Llama 1,650 -> 2,360 tokens/s, a 4M one 380 -> 491.
+Nothing changes numerically: the same kernels run on fewer threads.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
+import weakref
 from collections.abc import Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-FALLBACK_CACHE_BYTES = 32 << 20  # when sysfs does not say (the L3 of this machine)
+TRIALS = 3  # timed decode steps per candidate thread count (after one warm-up step)
+_CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], int]] = weakref.WeakKeyDictionary()
 
 
-@cache
-def last_level_cache_bytes() -> int:
-    """The largest CPU cache the kernel reports (Linux sysfs), or 32 MiB when unknown."""
-    sizes = []
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = f.read_text().strip().upper()
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            sizes.append(int(digits) * scale)
-    return max(sizes, default=FALLBACK_CACHE_BYTES)
+class DecodeThreads:
+    """Wraps a forward `fn(ids, positions, cache, last_only)`; decode calls (T == 1) run on the measured-faster
+    thread count, prefill calls on the caller's."""
 
+    def __init__(
+        self, model: nn.Module, fn: Callable[..., torch.Tensor], clock: Callable[[], float] = time.perf_counter
+    ):
+        self.fn, self.clock = fn, clock
+        self.choices = _CHOICES.setdefault(model, {})
+        self.samples: dict[tuple[int, int], dict[int, list[float]]] = {}
 
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters and buffers (each storage counted once)."""
-    seen: dict[int, int] = {}
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.device.type == "cpu" and not t.is_mkldnn:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(seen.values())
-
-
-def fits_in_cache(model: nn.Module) -> bool:
-    """Whether `model` lives on the CPU and its weights fit in the last-level cache."""
-    p = next(model.parameters(), None)
-    return p is not None and p.device.type == "cpu" and weight_bytes(model) <= last_level_cache_bytes()
-
-
-def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` run with one torch thread, the caller's thread count restored afterwards."""
-
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def __call__(self, ids: torch.Tensor, *args: Any) -> torch.Tensor:
         threads = torch.get_num_threads()
-        if threads == 1:
-            return fn(*args, **kwargs)
-        torch.set_num_threads(1)
+        if threads == 1 or ids.shape[1] != 1:
+            return self.fn(ids, *args)
+        key = (threads, ids.shape[0])
+        choice = self.choices.get(key)
+        if choice is not None:
+            return self._run(choice, threads, ids, *args)
+        times = self.samples.setdefault(key, {1: [], threads: []})
+        if not hasattr(self, "_warm"):  # the first step pays for allocations: not a fair sample
+            self._warm = True
+            return self.fn(ids, *args)
+        trial = 1 if len(times[1]) <= len(times[threads]) else threads
+        t = self.clock()
+        out = self._run(trial, threads, ids, *args)
+        times[trial].append(self.clock() - t)
+        if len(times[threads]) >= TRIALS:
+            self.choices[key] = min((1, threads), key=lambda n: statistics.median(times[n]))
+        return out
+
+    def _run(self, use: int, threads: int, ids: torch.Tensor, *args: Any) -> torch.Tensor:
+        if use == threads:
+            return self.fn(ids, *args)
+        torch.set_num_threads(use)
         try:
-            return fn(*args, **kwargs)
+            return self.fn(ids, *args)
         finally:
             torch.set_num_threads(threads)
 
-    return run
+
+def decode_threads_chosen(model: nn.Module) -> dict[tuple[int, int], int]:
+    """{(caller's thread count, batch rows): threads its decode steps use} measured so far for `model`."""
+    return dict(_CHOICES.get(model, {}))

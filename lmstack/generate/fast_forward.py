@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmstack.generate.cpu_threads import fits_in_cache, single_threaded
+from lmstack.generate.cpu_threads import DecodeThreads
 from lmstack.model.attention import Attention, SharedBias
 from lmstack.model.cache import KVCache
 from lmstack.model.causal_lm import CausalLM
@@ -137,7 +137,10 @@ def _share(linears: list[nn.Linear], packed: bool = False) -> None:
         offset += n
     linears[0].fused_with_next = (storage.t(), bias)  # (out_total, in) view, (out_total,)
     if packed and storage.dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        linears[0].onednn_weight = (torch.ops.mkldnn._reorder_linear_weight(storage.t().contiguous()), _versions(linears))
+        linears[0].onednn_weight = (
+            torch.ops.mkldnn._reorder_linear_weight(storage.t().contiguous()),
+            _versions(linears),
+        )
 
 
 @dataclass
@@ -284,7 +287,7 @@ class FastForward:
 
 def forward_fn(model: CausalLM) -> Logits:
     """The fastest correct way to get logits from `model` with a cache: `FastForward` if it covers the model,
-    else `model(...)`; on one thread when the model fits in the CPU's last-level cache (`cpu_threads.py`).
+    else `model(...)`; decode steps on the thread count measured faster for this model (`cpu_threads.py`).
     Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V)."""
     fast = FastForward.of(model)
     if fast is None:
@@ -293,4 +296,5 @@ def forward_fn(model: CausalLM) -> Logits:
             logits = model(ids, positions=positions, cache=cache).logits
             return logits[:, -1:] if last_only else logits
 
-    return single_threaded(fast) if fits_in_cache(model) else fast
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return DecodeThreads(model, fast) if on_cpu else fast

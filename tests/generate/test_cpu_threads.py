@@ -1,48 +1,54 @@
-"""forward_fn runs a model that fits in the last-level cache on one thread (and restores the caller's count),
-leaves a bigger one alone, and changes no logit either way."""
+"""forward_fn's decode steps run on the thread count measured faster (prefill on the caller's), the choice is
+remembered per model, and nothing changes numerically."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from lmstack.generate import ContiguousKVCache
-from lmstack.generate import cpu_threads
+from lmstack.generate import ContiguousKVCache, SamplingParams, generate
+from lmstack.generate.cpu_threads import TRIALS, DecodeThreads, decode_threads_chosen
 from lmstack.generate.fast_forward import FastForward, forward_fn
 
 
-def test_cache_size_is_read_from_the_system():
-    assert cpu_threads.last_level_cache_bytes() >= 1 << 20  # any CPU this runs on has >= 1 MiB of cache
-
-
-def test_small_model_decodes_on_one_thread_and_restores_the_setting(tiny_model, monkeypatch):
-    model = tiny_model(sharpen=True)
-    seen = []
-    fast = FastForward.of(model)
-    monkeypatch.setattr(FastForward, "__call__", lambda self, *a, **k: seen.append(torch.get_num_threads()))
+@pytest.fixture
+def two_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        ids = torch.tensor([[1, 2, 3]])
-        cache = ContiguousKVCache.for_model(model, 1, max_len=4)
-        forward_fn(model)(ids, torch.arange(3)[None], cache)
-        assert seen == [1] and torch.get_num_threads() == 2
-        monkeypatch.setattr(cpu_threads, "last_level_cache_bytes", lambda: 1024)  # now "too big to fit"
-        forward_fn(model)(ids, torch.arange(3)[None], cache)
-        assert seen == [1, 2]
-    finally:
-        torch.set_num_threads(before)
-    assert fast is not None
+    yield
+    torch.set_num_threads(before)
 
 
-def test_one_thread_changes_no_logit(tiny_model):
+@pytest.mark.parametrize("one,many,expected", [(1.0, 3.0, 1), (3.0, 1.0, 2)])
+def test_decode_steps_use_the_faster_thread_count(one, many, expected, tiny_model, two_threads):
     model = tiny_model(sharpen=True)
+    seen, clock = [], [0.0]
+
+    def step(ids, *args):  # a fake forward that 'takes' `one` s on one thread and `many` s on more
+        seen.append(torch.get_num_threads())
+        clock[0] += one if seen[-1] == 1 else many
+
+    wrapped = DecodeThreads(model, step, clock=lambda: clock[0])
+    wrapped(torch.zeros(1, 5, dtype=torch.long))  # a prefill: the caller's threads, no measurement
+    for _ in range(1 + 2 * TRIALS + 3):
+        wrapped(torch.zeros(1, 1, dtype=torch.long))
+    assert seen[0] == 2 and sorted(seen[2 : 2 + 2 * TRIALS]) == [1] * TRIALS + [2] * TRIALS
+    assert seen[-3:] == [expected] * 3 and torch.get_num_threads() == 2
+    assert decode_threads_chosen(model) == {(2, 1): expected}
+    again = DecodeThreads(model, lambda ids, *a: seen.append(torch.get_num_threads()))  # the next generate call
+    again(torch.zeros(1, 1, dtype=torch.long))
+    assert seen[-1] == expected
+
+
+def test_generate_gives_the_same_tokens_and_logits_whatever_the_choice(tiny_model, two_threads):
+    model = tiny_model(sharpen=True)
+    params = SamplingParams(max_new_tokens=2 * TRIALS + 6, temperature=0, ignore_eos=True)
+    prompts = [[5, 9, 2, 7], [3, 1]]
+    first = generate(model, prompts, params)  # measures and chooses along the way
+    assert (2, 2) in decode_threads_chosen(model)
+    assert generate(model, prompts, params) == first
     ids = torch.tensor([[5, 9, 2, 7]])
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch.inference_mode():
-            fast = FastForward.of(model)(ids, torch.arange(4)[None], ContiguousKVCache.for_model(model, 1, 4))
-            wrapped = forward_fn(model)(ids, torch.arange(4)[None], ContiguousKVCache.for_model(model, 1, 4))
-    finally:
-        torch.set_num_threads(before)
+    with torch.inference_mode():
+        fast = FastForward.of(model)(ids, torch.arange(4)[None], ContiguousKVCache.for_model(model, 1, 4))
+        wrapped = forward_fn(model)(ids, torch.arange(4)[None], ContiguousKVCache.for_model(model, 1, 4))
     assert torch.equal(fast, wrapped)
