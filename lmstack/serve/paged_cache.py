@@ -13,7 +13,8 @@ On CPU there is no paged-attention kernel, so reading means an index_select copy
 per layer, the same order as attention's own reads). The layout is chosen for that: one slot is one
 contiguous (Hkv, hd) row, so gather and scatter are single `index_select` / `index_copy_` calls.
 `copy_blocks` does the copy-on-write copies the scheduler asked for.
-Left out: a fused paged-attention kernel (the gather is materialized), FP8/INT8 KV, sliding-window block freeing.
+Left out: a fused paged-attention kernel (the gather is materialized, into a reused scratch buffer), FP8/INT8
+KV, sliding-window block freeing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ class PagedKVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, nb * bs, Hkv, hd)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.device = self.k.device
+        self._gathered = torch.empty(0, dtype=dtype, device=self.device)  # scratch for `gather`, grown on demand
+
+    def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of `slots` (N,) in `layer`, each (N, Hkv, hd), copied into a scratch buffer that the
+        next call overwrites (every layer's attention consumes them before the next layer gathers). A fresh
+        multi-megabyte tensor per layer would be page-faulted in on every call: 1.4 ms instead of 0.1 ms for a
+        batch of 8 rows x 608 slots here, most of a decode step's gather."""
+        n, row = slots.numel(), self.k.shape[2:]
+        if self._gathered.shape[0] < 2 * n:
+            self._gathered = torch.empty(2 * n, *row, dtype=self.k.dtype, device=self.device)
+        keys, values = self._gathered[:n], self._gathered[n : 2 * n]
+        torch.index_select(self.k[layer], 0, slots, out=keys)
+        torch.index_select(self.v[layer], 0, slots, out=values)
+        return keys, values
 
     @classmethod
     def for_model(cls, model: CausalLM, num_blocks: int, block_size: int) -> PagedKVCache:
@@ -111,7 +126,6 @@ class PagedBatch:
         for store, new in ((self.cache.k[layer], k), (self.cache.v[layer], v)):
             flat = new.transpose(1, 2).reshape(B * T, Hkv, hd).index_select(0, self.token_index)  # (N, Hkv, hd)
             store.index_copy_(0, self.slot_mapping, flat)  # scatter into the slots
-        idx = self.gather.flatten()
-        keys = self.cache.k[layer].index_select(0, idx).view(B, S, Hkv, hd).transpose(1, 2)  # (B, Hkv, S, hd)
-        values = self.cache.v[layer].index_select(0, idx).view(B, S, Hkv, hd).transpose(1, 2)
-        return keys, values, self.key_positions
+        keys, values = self.cache.gather(layer, self.gather.flatten())
+        keys = keys.view(B, S, Hkv, hd).transpose(1, 2)  # (B, Hkv, S, hd)
+        return keys, values.view(B, S, Hkv, hd).transpose(1, 2), self.key_positions
