@@ -165,7 +165,11 @@ def save_partial(cfg: QuantizeConfig, model: Any, qweights: dict[str, QuantizedW
 
     from lmstack.quant.packing import gptq_tensors
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors, seen = {}, set()
+    for k, v in model.state_dict().items():  # a tied head shares the embedding's storage: save a copy of it
+        ptr = v.untyped_storage().data_ptr()
+        tensors[f"model.{k}"] = v.detach().clone() if ptr in seen else v.detach().contiguous()
+        seen.add(ptr)
     for name, qw in qweights.items():
         for suffix, t in gptq_tensors(qw.q, qw.scales, qw.zeros, qw.g_idx, qw.spec.bits).items():
             tensors[f"quant.{name}.{suffix}"] = t

@@ -37,13 +37,17 @@ def test_cli_quantize_then_generate(
     )
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
-    full = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "full", method="gptq"))
+@pytest.mark.parametrize("head", [True, False], ids=["head", "tied-head-kept"])
+def test_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path, calib_file: Path, head) -> None:
+    # head=False keeps the LM head tied to the embedding: the partial state must still save (it once failed on the
+    # shared storage, losing the interrupted run)
+    full = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "full", method="gptq", head=head))
     assert not full.get("interrupted")
-    stopped = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", stop_after_blocks=1))
+    stopped = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", head=head,
+                            stop_after_blocks=1))  # fmt: skip
     assert stopped == {"interrupted": True} and (tmp_path / "part.partial" / "state.json").is_file()
     assert not (tmp_path / "part").exists()
-    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", resume=True))
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", head=head, resume=True))
     assert not (tmp_path / "part.partial").exists()
     a = quantized_layers(load_model(tmp_path / "full")[0])
     b = quantized_layers(load_model(tmp_path / "part")[0])
