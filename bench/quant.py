@@ -63,8 +63,6 @@ VARIANTS: dict[str, tuple[str, list[str]] | None] = {
     "int4 RTN (g32 asym)": ("rtn-g32-asym-nohead", ["--method=rtn", *INT4]),
     "int4 GPTQ (g32 asym, act-order, mse)": ("gptq-g32-asym-ao-mse-nohead",
                                              ["--method=gptq", "--act_order=true", "--mse=true", *INT4]),
-    "int4 GPTQ (same, 128 x 512-token calibration)": ("gptq-g32-asym-ao-mse-nohead-c128x512",
-        ["--method=gptq", "--act_order=true", "--mse=true", "--calib_samples=128", "--calib_seq_len=512", *INT4]),
     "int4 AWQ (g32 asym)": ("awq-g32-asym-nohead", ["--method=awq", *INT4]),
     "NF4 (double quant)": ("nf4", ["--method=nf4"]),
 }  # fmt: skip
