@@ -37,6 +37,7 @@ class DecodeThreads:
         self.fn, self.clock = fn, clock
         self.choices = _CHOICES.setdefault(model, {})
         self.samples: dict[tuple[int, int], dict[int, list[float]]] = {}
+        self.warm = False  # the first decode step pays for allocations: it is not timed
 
     def __call__(self, ids: torch.Tensor, *args: Any) -> torch.Tensor:
         threads = torch.get_num_threads()
@@ -47,8 +48,8 @@ class DecodeThreads:
         if choice is not None:
             return self._run(choice, threads, ids, *args)
         times = self.samples.setdefault(key, {1: [], threads: []})
-        if not hasattr(self, "_warm"):  # the first step pays for allocations: not a fair sample
-            self._warm = True
+        if not self.warm:
+            self.warm = True
             return self.fn(ids, *args)
         trial = 1 if len(times[1]) <= len(times[threads]) else threads
         t = self.clock()
