@@ -8,8 +8,8 @@ prefill chunk on its own (no padding either); all of them write into and read fr
 price is reading the weights once more per prefill chunk in the step, a few percent of a chunk's compute
 (prefill is compute-bound): the first step of bench/serve.py's workload (512 tokens from several prompts)
 took 2.16 s padded and 0.86 s one chunk at a time.
-Positions are the tokens' absolute indices (-1 on pads), so RoPE and the causal mask need nothing else.
-Rows are left-padded, so every row's newest token sits in the last column.
+So every forward's rows have the same number of new tokens and nothing is padded. Positions are the tokens'
+absolute indices, so RoPE and the causal mask need nothing else.
 
 The model runs through `generate.fast_forward.forward_fn`, the same decoding forward `generate()` uses (no
 module calls; q|k|v and gate|up fused after `decode_layout`), and only the last column goes through the LM head:
@@ -35,8 +35,7 @@ class ModelRunner:
         self.forward = forward_fn(model)  # (ids, positions, cache, last_only) -> logits
         self.device = next(model.parameters()).device
         self.forwards = 0  # model calls so far
-        self.tokens = 0  # real (unpadded) tokens computed so far
-        self.padded_tokens = 0  # padding computed so far
+        self.tokens = 0  # tokens computed so far
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput) -> tuple[list[Sequence], torch.Tensor]:
@@ -55,20 +54,14 @@ class ModelRunner:
         return [out.seqs[i] for i in ready], torch.stack([last[i] for i in ready]).float()
 
     def _forward(self, out: SchedulerOutput, group: list[int]) -> dict[int, torch.Tensor]:
-        """One model call over the rows `group`: left-padded inputs, last-position logits per row."""
-        T = max(out.num_new[i] for i in group)
-        ids = torch.zeros(len(group), T, dtype=torch.long)
-        pos = torch.full((len(group), T), -1, dtype=torch.long)
-        for r, i in enumerate(group):
-            seq, n = out.seqs[i], out.num_new[i]
-            start = seq.num_computed
-            ids[r, T - n :] = torch.tensor(seq.token_ids[start : start + n])
-            pos[r, T - n :] = torch.arange(start, start + n)
-        ids, pos = ids.to(self.device), pos.to(self.device)
-        view = self.cache.batch([out.block_ids[i] for i in group], [out.seqs[i].num_computed for i in group], pos)
-        logits = self.forward(ids, pos, view, True)  # (B, 1, V): each row's newest token
+        """One model call over the rows `group`, which all compute the same number of new tokens (decodes: one
+        each; a prefill chunk runs alone), so nothing is padded. Returns each row's newest-token logits."""
+        T = out.num_new[group[0]]
+        starts = [out.seqs[i].num_computed for i in group]
+        ids = torch.tensor([out.seqs[i].token_ids[s : s + T] for i, s in zip(group, starts)], device=self.device)
+        pos = torch.tensor([list(range(s, s + T)) for s in starts], device=self.device)
+        view = self.cache.batch([out.block_ids[i] for i in group], starts, pos)
+        logits = self.forward(ids, pos, view, True)  # (B, 1, V)
         self.forwards += 1
-        real = sum(out.num_new[i] for i in group)
-        self.tokens += real
-        self.padded_tokens += len(group) * T - real
+        self.tokens += len(group) * T
         return {i: logits[r, -1] for r, i in enumerate(group)}
