@@ -287,9 +287,21 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     report = {"config": config_to_dict(cfg), "quantize_s": round(quant_s, 2), "layers": len(qweights),
               "ppl_before": before, "ppl_after": after}  # fmt: skip
     atomic_write_text(out / "quantize.json", json.dumps(report, indent=2))
-    if partial_dir(cfg).exists():
-        shutil.rmtree(partial_dir(cfg))  # written by this recipe; the finished directory supersedes it
+    remove_partial(cfg)
     return report
+
+
+PARTIAL_FILES = {"state.json", "state.safetensors"}  # all that `save_partial` writes
+
+
+def remove_partial(cfg: QuantizeConfig) -> None:
+    """Delete `<out_dir>.partial/` once the finished directory supersedes it, but only if it holds exactly what
+    `save_partial` writes: a directory of that name with anything else in it is someone else's, and stays."""
+    d = partial_dir(cfg)
+    if d.is_dir() and {p.name for p in d.iterdir()} == PARTIAL_FILES:
+        shutil.rmtree(d)
+    elif d.exists():
+        info(f"quantize: left {d} in place (it holds files this command did not write)")
 
 
 def main(cfg: QuantizeConfig) -> int:

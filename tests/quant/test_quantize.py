@@ -94,3 +94,11 @@ def test_already_quantized_model_is_refused(tmp_path: Path, tiny_model_dir: Path
     quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="rtn"))
     with pytest.raises(ValueError, match="already quantized"):
         quantize(_cfg(tmp_path / "q", calib_file, tmp_path / "qq", method="rtn"))
+
+
+def test_a_partial_directory_it_did_not_write_is_kept(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
+    mine = tmp_path / "q.partial"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file that happens to sit here")
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "q", method="rtn"))
+    assert (mine / "notes.txt").read_text().startswith("a user's file")
