@@ -20,7 +20,7 @@ so `decode(encode(s)) == s` holds for every string without lone surrogates.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from pathlib import Path
 
 from lmstack.tokenizer.bpe import LONG_PIECE, merge_by_pair, merge_by_token, merge_long, merge_reference
@@ -180,38 +180,61 @@ class Tokenizer:
 
     def encode_ordinary(self, text: str, fast: bool = True) -> list[int]:
         """Encode treating special-token text as ordinary text."""
-        try:
-            return self._encode_ordinary(text, fast)
-        except UnicodeEncodeError:  # a lone surrogate: only now pay for the replacement pass
-            return self._encode_ordinary(replace_surrogates(text), fast)
-
-    def _encode_ordinary(self, text: str, fast: bool) -> list[int]:
         out: list[int] = []
-        if not fast:
+        if fast:
+            self._encode_ordinary_into(text, out, self._cache.get, self._encode_chunk)
+            return out
+        try:
             for chunk in self._split(text):
                 out += self.encode_chunk_reference(chunk)
-            return out
-        extend, cached, miss = out.extend, self._cache.get, self._encode_chunk
-        for chunk in self._split(text):
-            ids = cached(chunk)
-            extend(ids if ids is not None else miss(chunk))
+        except UnicodeEncodeError:  # a lone surrogate: only now pay for the replacement pass
+            return self.encode_ordinary(replace_surrogates(text), fast)
         return out
+
+    def _encode_ordinary_into(self, text: str, out: MutableSequence[int], cached: Callable, miss: Callable) -> None:
+        """Append the ids of `text` (no special tokens) to `out`: a list, or an `array("i")` (batch.py's workers).
+
+        `cached(chunk)` gives a chunk's ids or None, `miss(chunk)` computes (and caches) them; both must return
+        what `out.extend` takes fastest (lists for a list, arrays for an array).
+        """
+        start = len(out)
+        try:
+            extend = out.extend
+            for chunk in self._split(text):
+                ids = cached(chunk)
+                extend(ids if ids is not None else miss(chunk))
+        except UnicodeEncodeError:  # a lone surrogate: only now pay for the replacement pass
+            del out[start:]
+            self._encode_ordinary_into(replace_surrogates(text), out, cached, miss)
 
     def encode(
         self, text: str, allowed_special: SpecialSet = frozenset(), disallowed_special: SpecialSet = "all"
     ) -> list[int]:
         """tiktoken semantics: special-token text raises ValueError unless allowed (-> its id) or not disallowed."""
         allowed, disallowed = self._special.resolve(allowed_special, disallowed_special)
+        out: list[int] = []
+        self._encode_into(text, allowed, disallowed, out, self._cache.get, self._encode_chunk)
+        return out
+
+    def _encode_into(
+        self,
+        text: str,
+        allowed: frozenset[str],
+        disallowed: frozenset[str],
+        out: MutableSequence[int],
+        cached: Callable,
+        miss: Callable,
+    ) -> None:
+        """`encode` with resolved special sets, appending to `out` (see `_encode_ordinary_into`)."""
         self._special.check_disallowed(text, disallowed)
         if not allowed:
-            return self.encode_ordinary(text)
-        out: list[int] = []
+            self._encode_ordinary_into(text, out, cached, miss)
+            return
         for k, segment in enumerate(self._special.split(text, allowed)):
             if k % 2:  # odd positions are the matched special tokens
                 out.append(self.special_tokens[segment])
             elif segment:
-                out += self.encode_ordinary(segment)
-        return out
+                self._encode_ordinary_into(segment, out, cached, miss)
 
     def encode_batch(
         self,
