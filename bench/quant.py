@@ -64,6 +64,8 @@ VARIANTS: dict[str, tuple[str, list[str]] | None] = {
     "int4 GPTQ (g32 asym, act-order, mse)": ("gptq-g32-asym-ao-mse-nohead",
                                              ["--method=gptq", "--act_order=true", "--mse=true", *INT4]),
     "int4 AWQ (g32 asym)": ("awq-g32-asym-nohead", ["--method=awq", *INT4]),
+    "int4 RTN (g32, float zero)": ("rtn-g32-fz-nohead", ["--method=rtn", "--float_zero=true", *INT4]),
+    "int4 GPTQ (g32, float zero)": ("gptq-g32-fz-nohead", ["--method=gptq", "--float_zero=true", *INT4]),
     "NF4 (double quant)": ("nf4", ["--method=nf4"]),
 }  # fmt: skip
 GPTQ_ROW = "int4 GPTQ (g32 asym, act-order, mse)"

@@ -9,7 +9,9 @@ tokenizer files) in which every quantized linear `<name>` is stored as four tens
     <name>.g_idx    (K,) int32              group of each input column (act-order permutes it)
     <name>.bias     (N,)                    unchanged, if the layer has one
 
-and config.json carries the `transformers` GPTQConfig fields (`meta.act_quant = "int8-per-token"` marks a
+(with `--float_zero`, `<name>.mins (G, N) float16`, the fp16 offset of each group, w_hat = q * s + min,
+replaces qzeros and config.json says `"zero_point": "float"`: an lmstack extension other GPTQ loaders do not
+read), and config.json carries the `transformers` GPTQConfig fields (`meta.act_quant = "int8-per-token"` marks a
 SmoothQuant W8A8 model, whose activations are quantized at run time too):
 
     "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": true,
@@ -48,7 +50,7 @@ from lmstack.quant.linear import QuantLinear, replace_linear
 from lmstack.quant.packing import from_gptq_tensors, gptq_tensors
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec
 
-GPTQ_SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
+GPTQ_SUFFIXES = ("qweight", "qzeros", "mins", "scales", "g_idx")
 
 
 def _hf_prefix(name: str, family: str) -> str:
@@ -68,7 +70,7 @@ def _our_name(prefix: str, family: str) -> str | None:
 
 
 def quantization_config(spec: QuantSpec, head: bool, meta: dict[str, Any]) -> dict[str, Any]:
-    return {
+    qc = {
         "quant_method": "gptq",
         "bits": spec.bits,
         "group_size": spec.group_size,
@@ -78,6 +80,9 @@ def quantization_config(spec: QuantSpec, head: bool, meta: dict[str, Any]) -> di
         "lm_head": head,
         "meta": {"quantizer": "lmstack", **meta},
     }
+    if spec.float_zero:
+        qc["zero_point"] = "float"  # lmstack's extension: `<name>.mins` replaces qzeros (packing.py)
+    return qc
 
 
 def save_quantized(
@@ -143,7 +148,11 @@ def spec_from_config(qc: dict[str, Any], where: str) -> QuantSpec:
     if fmt != "gptq":
         raise ValueError(f"{where}: quantization_config.checkpoint_format={fmt!r} is not supported (expected 'gptq')")
     try:
-        return QuantSpec(bits=int(qc["bits"]), group_size=int(qc.get("group_size", -1)), sym=bool(qc.get("sym", True)))
+        zero_point = qc.get("zero_point", "int")
+        if zero_point not in ("int", "float"):
+            raise ValueError(f"zero_point={zero_point!r}: expected 'int' or 'float'")
+        bits, group_size, sym = int(qc["bits"]), int(qc.get("group_size", -1)), bool(qc.get("sym", True))
+        return QuantSpec(bits, group_size, sym, float_zero=zero_point == "float")
     except KeyError:
         raise ValueError(f"{where}: quantization_config has no 'bits'") from None
     except ValueError as e:
@@ -162,7 +171,8 @@ def gptq_layers(
         layer = model.get_submodule(name) if name is not None else None
         if not isinstance(layer, nn.Linear):
             raise ValueError(f"quantized tensor {prefix}.qweight does not belong to a linear layer of this model")
-        missing = [f"{prefix}.{s}" for s in GPTQ_SUFFIXES[:3] if f"{prefix}.{s}" not in tensors]
+        needed = ("qweight", "mins" if spec.float_zero else "qzeros", "scales")
+        missing = [f"{prefix}.{s}" for s in needed if f"{prefix}.{s}" not in tensors]
         if missing:
             raise ValueError(f"checkpoint is missing tensor {missing[0]!r}")
         parts = {s: tensors.pop(f"{prefix}.{s}") for s in GPTQ_SUFFIXES if f"{prefix}.{s}" in tensors}

@@ -83,7 +83,7 @@ def gptq_quantize(
 
     inv = torch.argsort(perm)
     g_idx = (torch.arange(K) // gs)[inv] if spec.group_size != -1 else torch.zeros(K, dtype=torch.long)
-    return QuantizedWeight(Q[:, inv].contiguous(), scales, zeros.to(torch.uint8), g_idx, spec)
+    return QuantizedWeight(Q[:, inv].contiguous(), scales, spec.stored_zeros(zeros), g_idx, spec)
 
 
 def _inverse_cholesky(H: torch.Tensor, where: str) -> torch.Tensor:

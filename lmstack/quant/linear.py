@@ -6,8 +6,8 @@ Three paths compute the same product (tests tie them together); `layer.path` say
 - "int4pack_mm": PyTorch's tinygemm-style CPU kernel `aten._weight_int4pack_mm_for_cpu`. The weight is
   repacked once by `aten._convert_weight_to_int4pack_for_cpu` into (N, K/2) bytes (a kernel-specific nibble
   order) and each group carries (scale, offset) with w = (q - 8) * s + offset; a zero point z becomes
-  offset = (8 - z) * s, so symmetric and asymmetric weights use the same kernel. Needs group size 32/64/128/256
-  and N % 16 == 0.
+  offset = (8 - z) * s, so symmetric, asymmetric and float-zero weights use the same kernel. Needs group size
+  32/64/128/256 and N % 16 == 0.
 - "int8pack_mm": `aten._weight_int8pack_mm`, int8 weights with one scale per output row (symmetric, per channel).
 - "int_mm" (W8A8, `act_quant=True`, SmoothQuant's runtime): each row of x is quantized to int8 with its own
   absmax scale, `aten._int_mm` multiplies int8 x int8 -> int32 (VNNI on this CPU), and the product is scaled by
@@ -86,7 +86,7 @@ class QuantLinear(nn.Module):
             raise ValueError(f"no fused CPU kernel for {qw.spec} with shape ({N}, {K}); use kernel='dequant'")
         self.path = fused if kernel != "dequant" and fused is not None else "dequant"
         self.register_buffer("scales", qw.scales.float().contiguous(), persistent=False)  # (N, G)
-        self.register_buffer("zeros", qw.zeros.to(torch.uint8).contiguous(), persistent=False)  # (N, G)
+        self.register_buffer("zeros", qw.spec.stored_zeros(qw.zeros).contiguous(), persistent=False)  # (N, G)
         if self.path == "int4pack_mm":
             self.register_buffer("weight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int(), 2), False)
             offset = (8 - self.zeros.float()) * self.scales  # w = (q - 8) s + offset

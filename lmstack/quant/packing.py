@@ -71,31 +71,39 @@ def gptq_tensors(
 
     q (N, K) ints, scales (N, G), zeros (N, G) ints, g_idx (K,) group of each input column ->
     qweight (K*b/32, N) int32, qzeros (G, N*b/32) int32, scales (G, N) fp16, g_idx (K,) int32. (AutoGPTQ needs
-    K and N to be multiples of 32/b; other sizes get a zero-padded last word, which lmstack reads back.)"""
-    maxq = 2**bits - 1
-    stored_zeros = (zeros.to(torch.int64) - 1) & maxq  # v1 offset; a zero of 0 wraps to all ones
-    return {
-        "qweight": pack_int32(q.t().contiguous(), bits),
-        "qzeros": pack_int32(stored_zeros, bits).t().contiguous(),  # packed along N, then (G, N*b/32)
-        "scales": scales.t().contiguous().to(torch.float16),
-        "g_idx": g_idx.to(torch.int32),
-    }
+    K and N to be multiples of 32/b; other sizes get a zero-padded last word, which lmstack reads back.)
+    Float zero points (`QuantSpec.float_zero`) are stored as `mins` (G, N) fp16 = -z * s instead of qzeros: an
+    lmstack extension, which GPTQ loaders elsewhere do not read."""
+    out = {"qweight": pack_int32(q.t().contiguous(), bits), "scales": scales.t().contiguous().to(torch.float16)}
+    if zeros.is_floating_point():  # a float zero point: store the offset w_hat(q=0) = -z * s, as Q4_1 does
+        out["mins"] = (-zeros * scales).t().contiguous().to(torch.float16)
+    else:
+        stored_zeros = (zeros.to(torch.int64) - 1) & (2**bits - 1)  # v1 offset; a zero of 0 wraps to all ones
+        out["qzeros"] = pack_int32(stored_zeros, bits).t().contiguous()  # packed along N, then (G, N*b/32)
+    out["g_idx"] = g_idx.to(torch.int32)
+    return out
 
 
 def from_gptq_tensors(
     tensors: dict[str, torch.Tensor], bits: int, in_features: int, out_features: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inverse of `gptq_tensors`: -> q (N, K) uint8, scales (N, G) fp32, zeros (N, G) uint8, g_idx (K,) int64.
+    """Inverse of `gptq_tensors`: -> q (N, K) uint8, scales (N, G) fp32, zeros (N, G) uint8 (float32 from
+    `mins`), g_idx (K,) int64.
     Shapes are checked against (in_features, out_features); a mismatch is a ValueError naming the tensor."""
     p = _check(bits)
     K, N = in_features, out_features
-    qweight, qzeros, scales = tensors["qweight"], tensors["qzeros"], tensors["scales"]
+    qweight, scales = tensors["qweight"], tensors["scales"]
+    mins = tensors.get("mins")
+    qzeros = tensors["qzeros"] if mins is None else None
     words = lambda n: -(-n // p)  # noqa: E731  (ceil: a partial last word is zero-padded)
     if tuple(qweight.shape) != (words(K), N) or qweight.dtype != torch.int32:
         raise ValueError(f"qweight is {tuple(qweight.shape)} {qweight.dtype}, expected ({words(K)}, {N}) int32")
     G = scales.shape[0]
-    if scales.dim() != 2 or tuple(scales.shape) != (G, N) or tuple(qzeros.shape) != (G, words(N)):
-        raise ValueError(f"scales {tuple(scales.shape)} / qzeros {tuple(qzeros.shape)} do not match N={N}, {G} groups")
+    zeros_shape = (G, words(N)) if mins is None else (G, N)
+    zeros_name, zeros_t = ("qzeros", qzeros) if mins is None else ("mins", mins)
+    if scales.dim() != 2 or tuple(scales.shape) != (G, N) or tuple(zeros_t.shape) != zeros_shape:
+        shapes = f"scales {tuple(scales.shape)} / {zeros_name} {tuple(zeros_t.shape)}"
+        raise ValueError(f"{shapes} do not match N={N}, {G} groups")
     if K % G:
         raise ValueError(f"{G} groups do not divide in_features={K}")
     g_idx = tensors.get("g_idx")
@@ -104,5 +112,8 @@ def from_gptq_tensors(
         raise ValueError(f"g_idx must hold {K} group indices in [0, {G})")
     maxq = 2**bits - 1
     q = unpack_int32(qweight, bits)[:K].t().contiguous()  # (N, K)
+    scales = scales.t().float().contiguous()
+    if mins is not None:  # float zero points: z = -min / s, computed exactly as `rtn.grid_params` does
+        return q, scales, (-mins.t().float() / scales).contiguous(), g_idx
     zeros = (unpack_int32(qzeros.t(), bits)[:N].to(torch.int64) + 1) & maxq  # (N, G), v1 offset undone
-    return q, scales.t().float().contiguous(), zeros.to(torch.uint8).contiguous(), g_idx
+    return q, scales, zeros.to(torch.uint8).contiguous(), g_idx

@@ -22,7 +22,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class QuantizeConfig:
     # bits the largest of 128 / 64 / 32 that divides every quantized layer's input width
     group_size: int = 0
     sym: bool = True  # symmetric grid (fixed zero point); false = a zero point per group
+    float_zero: bool = False  # with --sym=false: each group's zero point is its fp16 minimum (llama.cpp Q4_1, HQQ)
     head: bool = True  # quantize the LM head too (a tied embedding table stays in --dtype); nf4 never does
     act_order: bool = False  # gptq: quantize columns by decreasing Hessian diagonal (GPTQ's desc_act)
     damp: float = 0.01  # gptq: dampening added to the Hessian diagonal, as a fraction of its mean
@@ -71,7 +72,7 @@ class QuantizeConfig:
         if self.method not in METHODS:
             raise ValueError(f"--method={self.method!r}: expected one of {', '.join(METHODS)}")
         self.bits = self.bits or (8 if self.method == "smoothquant" else 4)
-        QuantSpec(self.bits, self.group_size or -1, self.sym)  # validates bits and group size, naming the flag
+        QuantSpec(self.bits, self.group_size or -1, self.sym, self.float_zero)  # validates, naming the flag
         if self.method == "smoothquant" and (self.bits, self.group_size, self.sym) not in ((8, 0, True), (8, -1, True)):
             raise ValueError(
                 "--method smoothquant quantizes to symmetric per-channel int8: use --bits 8 "
@@ -91,7 +92,7 @@ class QuantizeConfig:
 
     @property
     def spec(self) -> QuantSpec:
-        return QuantSpec(self.bits, self.group_size, self.sym)
+        return QuantSpec(self.bits, self.group_size, self.sym, self.float_zero)
 
 
 def pick_group_size(bits: int, widths: set[int]) -> int:
@@ -188,9 +189,11 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
     if not (d / "state.json").is_file():
         raise FileNotFoundError(f"--resume: no partial state at {d} (it is written when a run is interrupted)")
     state = json.loads((d / "state.json").read_text())
-    same = ("model", "method", "bits", "group_size", "sym", "head", "act_order", "damp", "true_sequential", "mse",
-            "alpha", "calib", "calib_samples", "calib_seq_len", "batch_size", "seed")  # fmt: skip
-    changed = [k for k in same if state["config"].get(k) != getattr(cfg, k)]
+    same = ("model", "method", "bits", "group_size", "sym", "float_zero", "head", "act_order", "damp",
+            "true_sequential", "mse", "alpha", "calib", "calib_samples", "calib_seq_len", "batch_size",
+            "seed")  # fmt: skip
+    defaults = {f.name: f.default for f in fields(QuantizeConfig)}  # options added since the state was written
+    changed = [k for k in same if state["config"].get(k, defaults[k]) != getattr(cfg, k)]
     if changed:
         raise ValueError(f"--resume: {d} was made with different {', '.join('--' + k for k in changed)}")
     tensors = load_file(d / "state.safetensors")
@@ -198,7 +201,8 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
     qweights = {}
     for name in state["layers"]:
         layer = model.get_submodule(name)
-        parts = {s: tensors[f"quant.{name}.{s}"] for s in ("qweight", "qzeros", "scales", "g_idx")}
+        stored = {s: tensors.get(f"quant.{name}.{s}") for s in ("qweight", "qzeros", "mins", "scales", "g_idx")}
+        parts = {s: t for s, t in stored.items() if t is not None}
         q, s, z, g = from_gptq_tensors(parts, cfg.bits, layer.in_features, layer.out_features)
         qweights[name] = QuantizedWeight(q, s, z, g, cfg.spec)
     return qweights, int(state["blocks_done"])

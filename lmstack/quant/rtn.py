@@ -10,6 +10,11 @@ row; the whole row when group_size = -1, "per channel") to an integer q in [0, 2
 - symmetric: the range is [-a, a] with a = max|w|, s = 2a / (2^b - 1), z = 2^(b-1) fixed (8 for 4 bits); then
   only the scale is stored per group. 4-bit levels are -8s..7s, so the largest positive weight clips by s/2.
 This is GPTQ's `Quantizer.find_params` (Frantar et al. 2023), which AutoGPTQ and `transformers` checkpoints use.
+- asymmetric with a float zero point (`float_zero`): the range is the group's own [min, max] (0 need not be in
+  it) and the offset min is stored as fp16, w_hat = q * s + min, i.e. z = -min / s is not rounded. This is
+  llama.cpp's Q4_1 and HQQ's / torchao's "float zero domain"; the int4 kernel takes a float offset anyway
+  (`linear.py`), so it costs 16 bits per group instead of 4 and nothing at run time. An integer zero point moves
+  the grid by up to s/2 and must reach 0, which a group of 32 same-signed weights wastes levels on.
 Scales are rounded to fp16 as soon as they are found: the checkpoint stores fp16, so the integers q are the
 ones the stored scale implies and a reloaded model computes exactly what the in-memory one did.
 
@@ -33,16 +38,23 @@ class QuantSpec:
     bits: int = 4  # 4 or 8
     group_size: int = 128  # input columns sharing one scale / zero point; -1 = one per output row
     sym: bool = True  # symmetric (fixed zero point 2^(b-1)) or asymmetric (a zero point per group)
+    float_zero: bool = False  # asymmetric only: the zero point is the group's fp16 minimum, not an integer
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
             raise ValueError(f"--bits={self.bits}: expected 4 or 8")
+        if self.float_zero and self.sym:
+            raise ValueError("--float_zero=true needs an asymmetric grid (--sym=false)")
         if self.group_size != -1 and self.group_size < 2:
             raise ValueError(f"--group_size={self.group_size}: expected -1 (per channel) or >= 2")
 
     @property
     def maxq(self) -> int:
         return 2**self.bits - 1
+
+    def stored_zeros(self, zeros: torch.Tensor) -> torch.Tensor:
+        """Zero points as `QuantizedWeight` holds them: uint8 integers, or float32 with `float_zero`."""
+        return zeros.float() if self.float_zero else zeros.to(torch.uint8)
 
     def groups(self, in_features: int, where: str = "layer") -> int:
         """Number of groups per row; a group size that does not divide the input width is a ValueError."""
@@ -64,7 +76,7 @@ class QuantizedWeight:
 
     q: torch.Tensor  # (N, K) uint8 integers in [0, 2^bits)
     scales: torch.Tensor  # (N, G) float32 (fp16-representable)
-    zeros: torch.Tensor  # (N, G) uint8 zero points
+    zeros: torch.Tensor  # (N, G) uint8 zero points; float32 -min / s with `spec.float_zero`
     g_idx: torch.Tensor  # (K,) int64: the group of each input column (k // group_size unless act-order)
     spec: QuantSpec
 
@@ -85,8 +97,9 @@ def grid_params(w: torch.Tensor, spec: QuantSpec, mse: bool = False) -> tuple[to
     mse: instead of the full range, search a shrunk range [p lo, p hi] (p = 1, 0.99, ..., 0.21) per row for the
     smallest sum |w - w_hat|^2.4 (GPTQ's `Quantizer(mse=True)`): clipping a few outliers buys finer levels."""
     w = w.float()
-    lo = w.amin(dim=1, keepdim=True).clamp(max=0)  # (R, 1) the range always includes 0
-    hi = w.amax(dim=1, keepdim=True).clamp(min=0)
+    lo, hi = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)  # (R, 1)
+    if not spec.float_zero:  # an integer zero point must be a level: the range includes 0
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
     if not mse:
         return _range_params(lo, hi, spec)
     best_err = torch.full_like(lo, float("inf"))
@@ -110,14 +123,18 @@ def _range_params(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> tuple[
     scale = scale.clamp(min=MIN_SCALE).half().float()
     if spec.sym:
         zero = torch.full_like(scale, (spec.maxq + 1) // 2)
+    elif spec.float_zero:  # the stored offset is fp16(lo); z is what it implies (checkpoint.py computes it so too)
+        zero = -lo.half().float() / scale
     else:
         zero = torch.round(-lo / scale).clamp(0, spec.maxq)
     return scale, zero
 
 
 def to_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
-    """Integers q = clamp(round(w / s) + z, 0, maxq) (float tensor, same shape as w)."""
-    return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+    """Integers q = clamp(round(w / s + z), 0, maxq) (float tensor, same shape as w). An integer z is added after
+    rounding (GPTQ's order; the two differ only on exact ties), a float zero point's fraction before."""
+    whole = torch.round(zero)
+    return torch.clamp(torch.round(w / scale + (zero - whole)) + whole, 0, maxq)
 
 
 def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
@@ -136,7 +153,7 @@ def quantize_rtn(w: torch.Tensor, spec: QuantSpec, where: str = "layer", mse: bo
     return QuantizedWeight(
         q=q.reshape(N, K).to(torch.uint8),
         scales=scale.reshape(N, G),
-        zeros=zero.reshape(N, G).to(torch.uint8),
+        zeros=spec.stored_zeros(zero.reshape(N, G)),
         g_idx=torch.arange(K) // gs,
         spec=spec,
     )

@@ -26,7 +26,10 @@ def _rtn_model(spec: QuantSpec, head: bool = True, **kw):
     return model, qweights
 
 
-@pytest.mark.parametrize("spec", [QuantSpec(4, 32, True), QuantSpec(4, 64, False), QuantSpec(8, -1, True)], ids=str)
+SPECS = [QuantSpec(4, 32, True), QuantSpec(4, 64, False), QuantSpec(8, -1, True), QuantSpec(4, 32, False, True)]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
 @pytest.mark.parametrize("head", [True, False])
 def test_round_trip_same_integers_and_logits(tmp_path: Path, tiny_tokenizer, spec: QuantSpec, head: bool) -> None:
     model, qweights = _rtn_model(spec, head)
@@ -109,7 +112,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, tiny_tokenizer, edi
 @pytest.mark.parametrize(
     "change,match",
     [({"quant_method": "awq"}, "quant_method='awq'"), ({"bits": 3}, "--bits=3"),
-     ({"checkpoint_format": "marlin"}, "checkpoint_format")],
+     ({"checkpoint_format": "marlin"}, "checkpoint_format"), ({"zero_point": "fp8"}, "zero_point='fp8'"),
+     ({"zero_point": "float", "sym": False}, "missing tensor .*mins")],
 )  # fmt: skip
 def test_unsupported_quantization_config(tmp_path: Path, tiny_tokenizer, change: dict, match: str) -> None:
     model, qweights = _rtn_model(QuantSpec(4, 32, True))

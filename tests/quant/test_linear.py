@@ -10,7 +10,8 @@ from lmstack.quant.gptq import gptq_quantize
 from lmstack.quant.linear import QuantLinear, kernel_report
 from lmstack.quant.rtn import QuantSpec, quantize_rtn
 
-SPECS = [QuantSpec(4, 32, True), QuantSpec(4, 64, False), QuantSpec(4, 128, True), QuantSpec(8, -1, True)]
+SPECS = [QuantSpec(4, 32, True), QuantSpec(4, 64, False), QuantSpec(4, 128, True), QuantSpec(8, -1, True),
+         QuantSpec(4, 32, False, float_zero=True)]  # fmt: skip
 
 
 def _weight(spec: QuantSpec, act_order: bool = False, N: int = 48, K: int = 256):

@@ -64,3 +64,26 @@ def test_mse_range_search_beats_min_max() -> None:
     for spec in (QuantSpec(4, 32, False), QuantSpec(4, 64, True)):
         err = [(quantize_rtn(w, spec, mse=m).dequantize() - w).abs().pow(2.4).sum(dim=1) for m in (False, True)]
         assert torch.all(err[1] <= err[0] + 1e-6) and err[1].sum() < 0.95 * err[0].sum()
+
+
+def test_float_zero_recovers_a_q4_1_grid_exactly() -> None:
+    """Weights that are already w = q * d + m per group of 32 (d, m fp16: how llama.cpp's Q4_1 stores them, and
+    how SmolLM2's shipped GGUF holds its blocks) come back exactly with a float zero point; an integer zero point
+    must round -m / d and include 0, so it cannot."""
+    torch.manual_seed(0)
+    q = torch.randint(0, 16, (8, 4, 32)).float()
+    q[..., 0], q[..., 1] = 0, 15  # each group spans the whole grid, as Q4_1's min / max do
+    d = (torch.rand(8, 4, 1) * 0.02 + 0.005).half().float()
+    m = (-torch.rand(8, 4, 1) * 0.1 - d * 3).half().float()
+    w = (q * d + m).reshape(8, 128)
+    exact = quantize_rtn(w, QuantSpec(4, 32, sym=False, float_zero=True))
+    assert exact.zeros.dtype == torch.float32
+    assert torch.allclose(exact.dequantize(), w, rtol=0, atol=1e-6)
+    assert torch.equal(exact.q.reshape(8, 4, 32).float(), q)
+    integer = quantize_rtn(w, QuantSpec(4, 32, sym=False))
+    assert (integer.dequantize() - w).abs().max() > 1e-3
+
+
+def test_float_zero_needs_an_asymmetric_grid() -> None:
+    with pytest.raises(ValueError, match="--float_zero=true needs an asymmetric grid"):
+        QuantSpec(4, 32, sym=True, float_zero=True)
