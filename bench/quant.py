@@ -5,7 +5,8 @@ Claims (issue 10): GPTQ-4bit perplexity within 5% of fp32 and clearly better tha
 <= 0.3x fp32; INT8 decode >= 2x `transformers` fp32 at batch 1; INT4 decode >= 0.5x llama.cpp Q4_1.
 
 Method. Quantized variants are made once with `lmstack quantize` and cached in
-`$LMSTACK_HOME/bench/quant/<model>/<variant>/` (delete a directory to redo it); the GGUF files with
+`$LMSTACK_HOME/bench/quant/<model>/<variant>/` (delete a directory to redo it; all are redone when the source
+model's files change, e.g. after `make demo` retrains the speedrun model); the GGUF files with
 `lmstack convert --to x.gguf`. Then, in one process:
 - quality: perplexity and bits-per-byte on the first 8192 tokens of the gutenberg val split (never used for
   calibration: GPTQ / AWQ / SmoothQuant calibrate on its train split). llama.cpp rows are scored by our evaluator on
@@ -98,9 +99,31 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return done
 
 
+def source_stamp(base: Path) -> dict[str, list[int]]:
+    """Size and modification time of the source model's files: a retrained model invalidates its variants."""
+    files = sorted(base.glob("*.safetensors")) + [base / "config.json"]
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()}
+
+
+def forget_stale(cache: Path, base: Path) -> None:
+    """Remove the variants and GGUF files this benchmark made from an older version of the source model."""
+    import shutil
+
+    stamp_file, stamp = cache / "source.json", source_stamp(base)
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) != stamp:
+        print(f"[quant] {base} changed since its variants were made: making them again", file=sys.stderr)
+        for directory, _ in filter(None, VARIANTS.values()):
+            shutil.rmtree(cache / directory, ignore_errors=True)
+        for kind in GGUF_TYPES:
+            (cache / f"model-{kind}.gguf").unlink(missing_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps(stamp))
+
+
 def prepare(model: str, base: Path) -> list[Row]:
-    """Quantized variants and GGUF files (made once, cached), as rows."""
+    """Quantized variants and GGUF files (made once, cached, remade when the source model changes), as rows."""
     cache = lmstack_home() / "bench" / "quant" / slug(model)
+    forget_stale(cache, base)
     rows = []
     for name, variant in VARIANTS.items():
         if variant is None:
