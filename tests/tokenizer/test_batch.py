@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 import lmstack.tokenizer.batch as batch
@@ -30,6 +32,7 @@ def test_a_worker_error_is_raised_in_the_caller(trained, monkeypatch):
         texts[bad_at] = "not <|endoftext|> fine " * (100 - 10 * bad_at)
         with pytest.raises(ValueError, match="special token"):
             trained.encode_batch(texts, num_workers=2)
+        assert gc.isenabled()  # switched off while the workers ran, back on after the error
 
 
 def test_uneven_lengths_and_surrogates_keep_order(trained, monkeypatch):
