@@ -47,10 +47,8 @@ from lmstack.model.hf_names import rename
 from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
 from lmstack.quant.linear import QuantLinear, replace_linear
-from lmstack.quant.packing import from_gptq_tensors, gptq_tensors
+from lmstack.quant.packing import GPTQ_SUFFIXES, from_gptq_tensors, gptq_tensors
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec
-
-GPTQ_SUFFIXES = ("qweight", "qzeros", "mins", "scales", "g_idx")
 
 
 def _hf_prefix(name: str, family: str) -> str:

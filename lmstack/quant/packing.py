@@ -64,6 +64,9 @@ def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(-2)
 
 
+GPTQ_SUFFIXES = ("qweight", "qzeros", "mins", "scales", "g_idx")  # what `gptq_tensors` may write per layer
+
+
 def gptq_tensors(
     q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, g_idx: torch.Tensor, bits: int
 ) -> dict[str, torch.Tensor]:
@@ -93,16 +96,16 @@ def from_gptq_tensors(
     p = _check(bits)
     K, N = in_features, out_features
     qweight, scales = tensors["qweight"], tensors["scales"]
-    mins = tensors.get("mins")
-    qzeros = tensors["qzeros"] if mins is None else None
+    mins = tensors.get("mins")  # float zero points, else packed integer qzeros
     words = lambda n: -(-n // p)  # noqa: E731  (ceil: a partial last word is zero-padded)
     if tuple(qweight.shape) != (words(K), N) or qweight.dtype != torch.int32:
         raise ValueError(f"qweight is {tuple(qweight.shape)} {qweight.dtype}, expected ({words(K)}, {N}) int32")
     G = scales.shape[0]
-    zeros_shape = (G, words(N)) if mins is None else (G, N)
-    zeros_name, zeros_t = ("qzeros", qzeros) if mins is None else ("mins", mins)
-    if scales.dim() != 2 or tuple(scales.shape) != (G, N) or tuple(zeros_t.shape) != zeros_shape:
-        shapes = f"scales {tuple(scales.shape)} / {zeros_name} {tuple(zeros_t.shape)}"
+    zeros_name, stored, zeros_shape = (
+        ("qzeros", tensors["qzeros"], (G, words(N))) if mins is None else ("mins", mins, (G, N))
+    )
+    if scales.dim() != 2 or tuple(scales.shape) != (G, N) or tuple(stored.shape) != zeros_shape:
+        shapes = f"scales {tuple(scales.shape)} / {zeros_name} {tuple(stored.shape)}"
         raise ValueError(f"{shapes} do not match N={N}, {G} groups")
     if K % G:
         raise ValueError(f"{G} groups do not divide in_features={K}")
@@ -115,5 +118,5 @@ def from_gptq_tensors(
     scales = scales.t().float().contiguous()
     if mins is not None:  # float zero points: z = -min / s, computed exactly as `rtn.grid_params` does
         return q, scales, (-mins.t().float() / scales).contiguous(), g_idx
-    zeros = (unpack_int32(qzeros.t(), bits)[:N].to(torch.int64) + 1) & maxq  # (N, G), v1 offset undone
+    zeros = (unpack_int32(stored.t(), bits)[:N].to(torch.int64) + 1) & maxq  # (N, G), v1 offset undone
     return q, scales, zeros.to(torch.uint8).contiguous(), g_idx

@@ -183,7 +183,7 @@ def save_partial(cfg: QuantizeConfig, model: Any, qweights: dict[str, QuantizedW
 def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWeight], int]:
     from safetensors.torch import load_file
 
-    from lmstack.quant.packing import from_gptq_tensors
+    from lmstack.quant.packing import GPTQ_SUFFIXES, from_gptq_tensors
 
     d = partial_dir(cfg)
     if not (d / "state.json").is_file():
@@ -201,8 +201,7 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
     qweights = {}
     for name in state["layers"]:
         layer = model.get_submodule(name)
-        stored = {s: tensors.get(f"quant.{name}.{s}") for s in ("qweight", "qzeros", "mins", "scales", "g_idx")}
-        parts = {s: t for s, t in stored.items() if t is not None}
+        parts = {s: tensors[k] for s in GPTQ_SUFFIXES if (k := f"quant.{name}.{s}") in tensors}
         q, s, z, g = from_gptq_tensors(parts, cfg.bits, layer.in_features, layer.out_features)
         qweights[name] = QuantizedWeight(q, s, z, g, cfg.spec)
     return qweights, int(state["blocks_done"])
