@@ -31,13 +31,15 @@ async def one(client: openai.AsyncOpenAI, i: int, rng: random.Random) -> dict:
     """One streaming request; returns what a client can check about it."""
     chat = i % 2 == 0
     n = 2 if i % 5 == 0 else 1
+    hang_up = i % HANG_UP_EVERY == 3
     args = dict(model="tiny", max_tokens=rng.randrange(4, 48), n=n, stream=True, temperature=0.8, seed=i,
                 stream_options={"include_usage": True})  # fmt: skip
+    if hang_up:  # long enough to be cut off mid-stream whatever the sampler draws
+        args.update(max_tokens=48, extra_body={"ignore_eos": True})
     if chat:
         stream = await client.chat.completions.create(messages=[{"role": "user", "content": f"fox {i}"}], **args)
     else:
         stream = await client.completions.create(prompt=f"the lazy dog {i}", **args)
-    hang_up = i % HANG_UP_EVERY == 3
     chunks, finishes, usage, roles = 0, {}, None, 0
     async for chunk in stream:
         chunks += 1
