@@ -50,20 +50,23 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
     return x.mT if tall else x
 
 
-def muon_groups(model: nn.Module, weight_decay: float, muon_lr_scale: float = 1.0) -> list[dict]:
-    """Parameter groups: block matrices -> Muon (decayed); embeddings, head -> AdamW (undecayed, as in
-    `optim.param_groups`); norms and biases -> AdamW (undecayed)."""
+def muon_groups(
+    model: nn.Module, weight_decay: float, muon_lr_scale: float = 1.0, embed_lr_scale: float = 1.0
+) -> list[dict]:
+    """Parameter groups: block matrices -> Muon (decayed); embeddings, head -> AdamW at `embed_lr_scale` x lr
+    (undecayed, as in `optim.param_groups`); norms and biases -> AdamW (undecayed)."""
     table_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     head = getattr(model, "lm_head", None)
     if head is not None:
         table_ids.add(id(head.weight))
-    muon, adam = [], []
+    muon, tables, adam = [], [], []
     for _name, p in model.named_parameters():  # de-duplicates tied tensors
         if not p.requires_grad:
             continue
-        (muon if p.dim() == 2 and id(p) not in table_ids else adam).append(p)
+        (tables if id(p) in table_ids else muon if p.dim() == 2 else adam).append(p)
     groups = [
         {"params": muon, "muon": True, "weight_decay": weight_decay, "lr_scale": muon_lr_scale},
+        {"params": tables, "muon": False, "weight_decay": 0.0, "lr_scale": embed_lr_scale},
         {"params": adam, "muon": False, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
     return [g for g in groups if g["params"]]
@@ -138,7 +141,8 @@ def build_muon(
     momentum: float = 0.95,
     muon_lr_scale: float = 1.0,
     ns_steps: int = 5,
+    embed_lr_scale: float = 1.0,
 ) -> Muon:
     """Muon over `muon_groups(model)`; the learning rate is set every step by the schedule (`optim.set_lr`)."""
-    groups = muon_groups(model, weight_decay, muon_lr_scale)
+    groups = muon_groups(model, weight_decay, muon_lr_scale, embed_lr_scale)
     return Muon(groups, lr=lr, momentum=momentum, ns_steps=ns_steps, betas=betas, weight_decay=weight_decay)

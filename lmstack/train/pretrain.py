@@ -103,6 +103,7 @@ class PretrainConfig:
     beta2: float = 0.95  # AdamW second-moment decay
     muon_momentum: float = 0.95  # Muon's momentum (Nesterov)
     muon_lr_scale: float = 1.0  # Muon's learning rate as a multiple of --lr (its updates are RMS-matched to AdamW's)
+    embed_lr_scale: float = 1.0  # muon: the embeddings' and head's AdamW learning rate as a multiple of --lr
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
     # evaluation, samples, checkpoints
     eval_every: int = 200  # steps between validation runs (0 = only at the end)
@@ -146,9 +147,9 @@ class PretrainConfig:
             raise ValueError(f"--objective={self.objective!r}; expected one of {list(OBJECTIVES)}")
         if self.optimizer not in ("adamw", "muon"):
             raise ValueError(f"--optimizer: got {self.optimizer!r}, expected adamw or muon")
-        if not 0 <= self.muon_momentum < 1 or not self.muon_lr_scale > 0:
-            raise ValueError(f"--muon_momentum/--muon_lr_scale: got {self.muon_momentum}, {self.muon_lr_scale}, "
-                             "expected 0 <= momentum < 1 and scale > 0")  # fmt: skip
+        if not 0 <= self.muon_momentum < 1 or not self.muon_lr_scale > 0 or not self.embed_lr_scale > 0:
+            raise ValueError(f"--muon_momentum/--muon_lr_scale/--embed_lr_scale: got {self.muon_momentum}, "
+                             f"{self.muon_lr_scale}, {self.embed_lr_scale}, expected 0 <= momentum < 1 and scales > 0")  # fmt: skip
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; pick one")
         self.lr_schedule()  # validates lr, schedule, warmup_frac, min_lr_ratio, decay_frac
@@ -270,7 +271,7 @@ def make_optimizer(cfg: PretrainConfig, model: torch.nn.Module) -> torch.optim.O
     """AdamW (optim.py) or Muon + AdamW (muon.py), as --optimizer says."""
     if cfg.optimizer == "muon":
         return build_muon(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.muon_momentum,
-                          cfg.muon_lr_scale)  # fmt: skip
+                          cfg.muon_lr_scale, embed_lr_scale=cfg.embed_lr_scale)  # fmt: skip
     return build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
 
 

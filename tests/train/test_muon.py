@@ -34,13 +34,14 @@ def test_newton_schulz_approximates_the_polar_factor(shape):
 
 def test_groups_put_block_matrices_on_muon(tiny_model_kwargs):
     model = Transformer(ModelConfig(**{**tiny_model_kwargs, "tie_embeddings": True}))
-    muon, adam = muon_groups(model, weight_decay=0.1)
+    muon, tables, adam = muon_groups(model, weight_decay=0.1, embed_lr_scale=3.0)
     names = {id(p): n for n, p in model.named_parameters()}
     assert muon["muon"] and not adam["muon"] and muon["weight_decay"] == 0.1 and adam["weight_decay"] == 0.0
     assert all(names[id(p)].startswith("blocks.") and p.dim() == 2 for p in muon["params"])
-    adam_names = {names[id(p)] for p in adam["params"]}
-    assert "embed.weight" in adam_names and all(n.endswith(("norm.weight", "embed.weight")) for n in adam_names)
-    assert len(muon["params"]) + len(adam["params"]) == len(list(model.parameters()))  # tied head counted once
+    assert [names[id(p)] for p in tables["params"]] == ["embed.weight"]  # the tied head is the same tensor
+    assert not tables["muon"] and tables["weight_decay"] == 0.0 and tables["lr_scale"] == 3.0
+    assert all(names[id(p)].endswith("norm.weight") for p in adam["params"]) and adam["lr_scale"] == 1.0
+    assert sum(len(g["params"]) for g in (muon, tables, adam)) == len(list(model.parameters()))  # tied: once
 
 
 def test_adamw_half_equals_torch_adamw():
