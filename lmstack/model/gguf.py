@@ -3,16 +3,17 @@
 GGUF (llama.cpp's single-file format, spec: github.com/ggml-org/ggml/blob/master/docs/gguf.md) holds metadata
 key/values and tensors, many of them block-quantized. We read it with the `gguf` package (`GGUFReader`) and its
 numpy dequantizers (`gguf.quants.dequantize`), then write what `Transformer.from_pretrained` and `transformers`
-both load: `config.json` (LlamaForCausalLM), `model.safetensors` (fp32, HF tensor names),
+both load: `config.json` (LlamaForCausalLM or Qwen3ForCausalLM), `model.safetensors` (fp32, HF tensor names),
 `generation_config.json`, `tokenizer.json` (the `tokenizers` JSON format), `tokenizer_config.json` (with the
 chat template) and `special_tokens_map.json`.
 
 Two layout facts matter:
 - GGUF lists a tensor's dims fastest-first (ne0 = in_features), so a (out, in) nn.Linear weight shows as
   [in, out]; `GGUFReader` already hands us numpy arrays in (out, in) row-major order.
-- llama.cpp's converter permutes the rows of Q and K inside every head (see `unpermute_qk`).
+- llama.cpp's converter permutes the rows of Q and K inside every head for `llama` (see `unpermute_qk`); `qwen3`
+  uses NeoX RoPE and keeps HF's row order.
 
-Supported: architecture `llama` (Llama 1/2/3 without rope_freqs, Mistral, SmolLM); tensor types F32, F16, BF16,
+Supported: architectures `llama` (Llama 1/2/3 without rope_freqs, Mistral, SmolLM) and `qwen3` (dense); tensor types F32, F16, BF16,
 Q8_0, Q4_0, Q4_1; tokenizer model `gpt2` (byte-level BPE) with pre-tokenizer `smollm`, `gpt-2` or `llama-bpe`. Left out:
 SentencePiece (`llama`) vocabularies, the Llama-3 regex pre-tokenizers, k-quants, rope scaling, MoE GGUFs.
 """
@@ -35,7 +36,7 @@ from lmstack.tokenizer.patterns import GPT4
 # Stored in model.safetensors' metadata; bump it when the output changes so cached conversions are redone.
 CONVERTER_VERSION = "2"
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
-SUPPORTED_ARCHS = ("llama",)
+SUPPORTED_ARCHS = ("llama", "qwen3")  # qwen3 = Llama + per-head QK-norm, NeoX RoPE (no Q/K permutation)
 
 # GGUF tensor name (after "blk.{i}.") -> HF name (after "model.layers.{i}.").
 BLOCK_NAMES = {
@@ -44,6 +45,8 @@ BLOCK_NAMES = {
     "attn_k.weight": "self_attn.k_proj.weight",
     "attn_v.weight": "self_attn.v_proj.weight",
     "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",  # qwen3
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
     "ffn_norm.weight": "post_attention_layernorm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
@@ -89,8 +92,8 @@ def read_config(reader: Any) -> dict[str, Any]:
     names = {t.name for t in reader.tensors}
     vocab = int(_meta(reader, f"{arch}.vocab_size", len(_meta(reader, "tokenizer.ggml.tokens", []))))
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": ["Qwen3ForCausalLM" if arch == "qwen3" else "LlamaForCausalLM"],
+        "model_type": arch,
         "hidden_size": d_model,
         "intermediate_size": int(_meta(reader, f"{arch}.feed_forward_length")),
         "num_hidden_layers": int(_meta(reader, f"{arch}.block_count")),
@@ -157,7 +160,9 @@ def read_tensors(reader: Any, config: dict[str, Any]) -> dict[str, torch.Tensor]
         w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
         expected = tuple(int(d) for d in reversed(t.shape))  # GGUF dims are fastest-first
         w = w.reshape(expected)
-        if name.endswith("q_proj.weight"):
+        if config["model_type"] != "llama":  # qwen3 stores rotate-half (NeoX) rows as they are
+            pass
+        elif name.endswith("q_proj.weight"):
             w = unpermute_qk(w, config["num_attention_heads"])
         elif name.endswith("k_proj.weight"):
             w = unpermute_qk(w, config["num_key_value_heads"])
@@ -172,8 +177,10 @@ def _expected_names(config: dict[str, Any]) -> set[str]:
     names = {"model.embed_tokens.weight", "model.norm.weight"}
     if not config["tie_word_embeddings"]:
         names.add("lm_head.weight")
+    qk_norm = config["model_type"] == "qwen3"
+    block = [n for n in BLOCK_NAMES.values() if qk_norm or not n.endswith(("q_norm.weight", "k_norm.weight"))]
     for i in range(config["num_hidden_layers"]):
-        names |= {f"model.layers.{i}.{n}" for n in BLOCK_NAMES.values()}
+        names |= {f"model.layers.{i}.{n}" for n in block}
     return names
 
 

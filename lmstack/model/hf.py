@@ -1,13 +1,13 @@
 """Hugging Face checkpoint interop: our `Transformer` <-> an HF model directory (GPT-2, Llama, Mistral, Qwen2,
-Mixtral, and the BERT encoder `BertModel`), so a model trained here loads in `transformers` and a local HF
+Qwen3 (Llama + per-head QK-norm), Mixtral, and the BERT encoder `BertModel`), so a model trained here loads in `transformers` and a local HF
 checkpoint runs here.
 
 A directory holds config.json, model.safetensors (or shards + model.safetensors.index.json) with HF tensor
 names, generation_config.json and, if a tokenizer was given, its files. Architectures with no HF equivalent
-(ALiBi, post-norm, sinusoidal, QK-norm, capacity-limited MoE, ...) save the same files with
+(ALiBi, post-norm, sinusoidal, QK-norm outside Qwen3's shape, capacity-limited MoE, ...) save the same files with
 `"model_type": "lmstack"`, our field names in config.json and our tensor names. Weights are read only from
 safetensors; a pickle-only checkpoint (`pytorch_model.bin`) is refused with an explanation.
-Follows the name layouts of `transformers`' modeling_gpt2/llama/mistral/qwen2/mixtral (tables in hf_names.py).
+Follows the name layouts of `transformers`' modeling_gpt2/llama/mistral/qwen2/qwen3/mixtral (tables in hf_names.py).
 Quantized checkpoints (GPTQ or bitsandbytes-NF4 `quantization_config`) are rebuilt by `lmstack.quant.checkpoint`.
 Left out: Qwen2 mixed sliding/full layers, Llama `attention_bias` without `mlp_bias`, other quantization formats,
 BERT's pooler (tanh dense on [CLS], unused by sentence embedders: skipped on import, absent on export) and
@@ -31,12 +31,13 @@ from lmstack.model.hf_names import GPT2_TRANSPOSED, is_ignored, rename
 from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
 
-FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "mixtral", "bert", "t5", "lmstack")
+FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "mixtral", "bert", "t5", "lmstack")
 ARCHITECTURES = {
     "gpt2": "GPT2LMHeadModel",
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
     "mixtral": "MixtralForCausalLM",
     "bert": "BertModel",
     "t5": "T5ForConditionalGeneration",
@@ -54,9 +55,10 @@ def hf_family(cfg: ModelConfig) -> str:
     if cfg.is_encoder_decoder:
         t5_like = cfg.norm == "rmsnorm" and cfg.ffn in ("relu", "geglu") and not (cfg.bias or cfg.qkv_bias)
         return "t5" if t5_like and not (cfg.qk_norm or cfg.n_experts or cfg.sliding_window) else "lmstack"
-    common = cfg.causal and cfg.norm_placement == "pre" and not cfg.qk_norm
+    common = cfg.causal and cfg.norm_placement == "pre"
     if (
         common
+        and not cfg.qk_norm
         and cfg.norm == "layernorm"
         and cfg.norm_bias
         and cfg.position == "learned"
@@ -72,6 +74,8 @@ def hf_family(cfg: ModelConfig) -> str:
     llama_like = common and cfg.norm == "rmsnorm" and cfg.position == "rope" and cfg.ffn == "swiglu"
     if not (llama_like and not cfg.bias and cfg.rope_fraction == 1.0):
         return "lmstack"
+    if cfg.qk_norm:  # per-head RMSNorm on q and k before RoPE: Qwen3 (no q/k/v biases, dense FFN)
+        return "qwen3" if not (cfg.qkv_bias or cfg.n_experts) else "lmstack"
     if cfg.n_experts:
         return "mixtral" if not cfg.qkv_bias and cfg.capacity_factor is None else "lmstack"
     if cfg.qkv_bias:
@@ -190,8 +194,10 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         "sliding_window": cfg.sliding_window,
         **ids,
     }
-    if family == "qwen2":
+    if family in ("qwen2", "qwen3"):
         out.update(use_sliding_window=cfg.sliding_window is not None, max_window_layers=0)
+    if family == "qwen3":
+        out.update(attention_bias=False)
     if family == "mixtral":
         out.update(
             num_local_experts=cfg.n_experts,
@@ -314,7 +320,7 @@ def _llama_config(hf: dict[str, Any], family: str) -> dict[str, Any]:
     if attn_bias != mlp_bias:
         raise ValueError(f"config.json: attention_bias={attn_bias} with mlp_bias={mlp_bias} is not supported")
     window = hf.get("sliding_window")
-    if family == "qwen2":
+    if family in ("qwen2", "qwen3"):
         n_full = hf.get("max_window_layers", hf["num_hidden_layers"])
         if not hf.get("use_sliding_window", False) or n_full >= hf["num_hidden_layers"]:
             window = None
@@ -337,6 +343,7 @@ def _llama_config(hf: dict[str, Any], family: str) -> dict[str, Any]:
         ffn="swiglu",
         bias=attn_bias,
         qkv_bias=attn_bias or family == "qwen2",
+        qk_norm=family == "qwen3",
         sliding_window=window,
         tie_embeddings=hf.get("tie_word_embeddings", False),
         **_rope_fields(hf),

@@ -134,6 +134,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "llama": LLAMA,
     "mistral": LLAMA,
     "qwen2": LLAMA,
+    "qwen3": LLAMA,
     "mixtral": MIXTRAL,
     "bert": BERT,
     "bert-mlm": BERT + BERT_MLM,

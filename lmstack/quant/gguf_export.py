@@ -1,14 +1,16 @@
 """Export a Llama-family model to a GGUF file that llama.cpp (and ollama, and `transformers`) load as is.
 
-The inverse of `lmstack.model.gguf` (which reads GGUF into an HF directory): config -> `llama.*` metadata,
+Llama (architecture `llama`) and Llama with per-head QK-norm (`qwen3`, HF's Qwen3: `blk.{i}.attn_q_norm`,
+`blk.{i}.attn_k_norm`). The inverse of `lmstack.model.gguf` (which reads GGUF into an HF directory): config ->
+`<arch>.*` metadata,
 tokenizer -> `tokenizer.ggml.*` metadata, tensors -> GGUF names in F32, F16, Q8_0, Q4_0 or Q4_1. The container
 (header, key/value section, tensor index, 32-byte aligned data) is written by the `gguf` package's `GGUFWriter`;
 the block quantizers are ours (`gguf_blocks.py`, checked bit for bit against `gguf.quants`). Layout facts:
 
 - GGUF names: `token_embd`, `blk.{i}.attn_q|k|v|output`, `blk.{i}.ffn_gate|up|down`, `blk.{i}.attn_norm`,
   `blk.{i}.ffn_norm`, `output_norm`, `output` (absent when the head is tied: llama.cpp reuses `token_embd`).
-- Q and K rows are permuted from HF's rotate-half order into ggml's interleaved RoPE order (`permute_qk`, the
-  inverse of `lmstack.model.gguf.unpermute_qk`).
+- `llama`: Q and K rows are permuted from HF's rotate-half order into ggml's interleaved RoPE order (`permute_qk`,
+  the inverse of `lmstack.model.gguf.unpermute_qk`). `qwen3` runs ggml's NeoX (rotate-half) RoPE: rows stay.
 - 1-D tensors (norms) are always F32; a 2-D tensor whose rows are not a multiple of 32 falls back to F16.
 - A quantized lmstack checkpoint is exported from its dequantized weights (`swap.dequantize_model`), then
   re-quantized to the GGUF type: GPTQ/AWQ integers do not map onto Q4_0 blocks one to one (different grids).
@@ -41,6 +43,8 @@ BLOCK_NAMES = {
     "attn.k_proj.weight": "attn_k.weight",
     "attn.v_proj.weight": "attn_v.weight",
     "attn.o_proj.weight": "attn_output.weight",
+    "attn.q_norm.weight": "attn_q_norm.weight",
+    "attn.k_norm.weight": "attn_k_norm.weight",
     "ffn_norm.weight": "ffn_norm.weight",
     "ffn.gate_proj.weight": "ffn_gate.weight",
     "ffn.up_proj.weight": "ffn_up.weight",
@@ -120,12 +124,13 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, qtype: str = "f16"
     cfg = model.config
     if qtype not in TYPES:
         raise ValueError(f"--gguf_type={qtype!r}: expected one of {', '.join(TYPES)}")
-    if hf_family(cfg) != "llama" or cfg.rope_scaling is not None or cfg.n_experts:
-        raise ValueError(f"GGUF export supports Llama-architecture models only (this one is {hf_family(cfg)!r}, "
+    arch = hf_family(cfg)
+    if arch not in ("llama", "qwen3") or cfg.rope_scaling is not None or cfg.n_experts:
+        raise ValueError(f"GGUF export supports Llama and Qwen3 models only (this one is {arch!r}, "
                          f"rope_scaling={cfg.rope_scaling}, n_experts={cfg.n_experts})")  # fmt: skip
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    w = gguf.GGUFWriter(tmp, "llama")
+    w = gguf.GGUFWriter(tmp, arch)
     w.add_name(name)
     w.add_file_type(FILE_TYPES[TYPES[qtype]])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -160,7 +165,7 @@ def export_gguf(model: Any, tokenizer: Any, path: str | Path, qtype: str = "f16"
         if ours == "lm_head.weight" and tied:
             continue
         x = t
-        if ours.endswith(("attn.q_proj.weight", "attn.k_proj.weight")):
+        if arch == "llama" and ours.endswith(("attn.q_proj.weight", "attn.k_proj.weight")):
             heads = cfg.n_heads if "q_proj" in ours else cfg.n_kv_heads
             x = torch.from_numpy(permute_qk(t.detach().float().cpu().numpy(), heads))
         data, kind = tensor_data(ours, x, TYPES[qtype])

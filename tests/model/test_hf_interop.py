@@ -31,6 +31,8 @@ def same_logits(a: Transformer, b: Transformer) -> None:
         (dict(), "llama"),
         (dict(sliding_window=8), "mistral"),
         (dict(qkv_bias=True), "qwen2"),
+        (dict(qk_norm=True), "qwen3"),
+        (dict(qk_norm=True, qkv_bias=True), "lmstack"),
         (dict(n_experts=4), "mixtral"),
         (
             dict(GPT2_STYLE, n_kv_heads=4),

@@ -35,6 +35,7 @@ def hf_models() -> dict:
         "llama-gqa-tied": (t.LlamaConfig(**LLAMA_KW, tie_word_embeddings=True), t.LlamaForCausalLM),
         "mistral-window": (t.MistralConfig(**LLAMA_KW, sliding_window=5), t.MistralForCausalLM),
         "qwen2-bias": (t.Qwen2Config(**LLAMA_KW), t.Qwen2ForCausalLM),
+        "qwen3-qk-norm": (t.Qwen3Config(**LLAMA_KW, head_dim=16), t.Qwen3ForCausalLM),
         "mixtral-top2of4": (
             t.MixtralConfig(**LLAMA_KW, num_local_experts=4, num_experts_per_tok=2),
             t.MixtralForCausalLM,

@@ -144,3 +144,28 @@ def test_quantized_dir_converts_to_float_and_gguf(tmp_path: Path, tiny_model_dir
     with torch.no_grad():
         for other in (load_model(tmp_path / "float")[0], load_model(tmp_path / "q.gguf")[0]):
             torch.testing.assert_close(other(ids).logits, want(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_qk_norm_model_exports_as_qwen3_and_reads_back(tmp_path: Path, tiny_tokenizer) -> None:
+    """A QK-norm model (the speedrun's shape) is a Qwen3 in GGUF: rows unpermuted (NeoX RoPE), q/k norms as
+    `attn_q_norm` / `attn_k_norm`; our importer and `transformers` rebuild the same logits. (head_dim 128:
+    transformers' GGUF reader ignores `qwen3.attention.key_length` and assumes Qwen3's 128; llama.cpp reads it.)"""
+    import transformers
+
+    model = tiny_llama(qk_norm=True, head_dim=128)
+    with torch.no_grad():  # non-trivial norm gains, so a swapped or dropped one shows
+        for block in model.blocks:
+            block.attn.q_norm.weight.uniform_(0.5, 1.5)
+            block.attn.k_norm.weight.uniform_(0.5, 1.5)
+    export_gguf(model, tiny_tokenizer, tmp_path / "q.gguf", "f32")
+    reader = gguf.GGUFReader(tmp_path / "q.gguf")
+    assert reader.fields["general.architecture"].contents() == "qwen3"
+    q = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
+    np.testing.assert_array_equal(q.data.reshape(512, 64), model.blocks[0].attn.q_proj.weight.detach().numpy())
+    ours = Transformer.from_pretrained(tmp_path / "q.gguf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="q.gguf", dtype=torch.float32)
+    assert ours.config.qk_norm and type(hf).__name__ == "Qwen3ForCausalLM"
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, model(ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(hf.eval()(ids).logits, model(ids).logits, rtol=1e-4, atol=1e-4)
