@@ -5,12 +5,15 @@ No reranker ships offline, and no labelled pairs do either, so they are mined fr
   positive passage (headings are how documentation names what a passage is about);
 - inverse cloze pairs (Lee, Chang & Toutanova 2019, ICT): a sentence of a chunk is the query, the chunk without
   that sentence the positive (the passage must be recognized from its context, not by string match).
-Negatives per query: `hard_negatives` from BM25's top 20 that are not from the query's own section (close in
-words, wrong in topic) and one random chunk. Loss: localized contrastive estimation (Gao, Dai & Callan 2021): a
-softmax over each query's group [positive, negatives] with the positive as the target. (Pointwise binary
-cross-entropy, Nogueira & Cho 2019, was tried first: with 1 positive per 3 negatives and a few hundred steps it
-collapsed to predicting the 25% prior for every pair; the group softmax always pushes the positive above its own
-negatives, so it cannot.)
+Negatives per query: `hard_negatives` from BM25's top 20 and `dense_negatives` from the embedder's top 20 that are
+not from the query's own section (close in words or in meaning, wrong in topic) and one random chunk. Loss:
+localized contrastive estimation (Gao, Dai & Callan 2021): a softmax over each query's group [positive,
+negatives] with the positive as the target, plus (`--distill`, Hofstätter et al. 2020 style teacher
+distillation) the KL divergence from the bi-encoder's softmax over the same group (cosines / `temperature`):
+the mined labels say which passage is right, the teacher how close the others are, which is what ranking needs.
+(Pointwise binary cross-entropy, Nogueira & Cho 2019, was tried first: with 1 positive per 3 negatives and a few
+hundred steps it collapsed to predicting the 25% prior for every pair; the group softmax always pushes the positive
+above its own negatives, so it cannot.)
 Documents matching `exclude` (the FAQ pages, our evaluation questions) are never mined. Passages are chunk text
 without titles: a first version put "document > section heading" on top of each passage, and a heading query then
 matched its positive by string (a shortcut that trained fine and ranked FAQ answers no better than chance).
@@ -19,11 +22,12 @@ matched its positive by string (a shortcut that trained fine and ranked FAQ answ
 
 AdamW, linear warmup then linear decay, gradient clipping; metrics.jsonl in out_dir; Ctrl-C / SIGTERM saves the
 current weights and exits 130. Left out: exact resume of an interrupted run, LLM-generated queries (doc2query),
-distillation from a bigger reranker.
+distillation from a bigger reranker (none ships offline).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import sys
@@ -45,12 +49,15 @@ SENTENCE = re.compile(r"[^.!?\n]{30,300}[.!?]")
 class TrainRerankerConfig:
     index: str = ""  # collection directory to mine pairs from (built by `lmstack rag index`)
     out_dir: str = ""  # where the trained reranker is saved (default: <index>/reranker)
-    init: str = "all-minilm-l6-v2"  # BERT weights to start from
+    init: str = "all-minilm-l6-v2"  # BERT weights to start from, or a reranker saved by this recipe to continue
     exclude: str = "faq/*"  # glob of document paths never mined (keep evaluation questions out)
     pairs: int = 2000  # queries mined (half headings, half inverse cloze)
     steps: int = 200  # optimizer steps
     batch_queries: int = 4  # queries per step; each brings 1 positive + hard_negatives + 1 random passage
     hard_negatives: int = 2  # BM25 negatives per query
+    dense_negatives: int = 0  # negatives from the embedder's top 20 per query
+    distill: float = 0.0  # weight of the KL term toward the bi-encoder teacher's group softmax (0 = labels only)
+    temperature: float = 0.05  # teacher softmax temperature over cosines
     max_length: int = 128  # tokens per (query, passage) pair
     lr: float = 3e-5  # peak learning rate (AdamW)
     warmup: float = 0.1  # fraction of steps of linear warmup
@@ -60,6 +67,8 @@ class TrainRerankerConfig:
     def __post_init__(self) -> None:
         if not self.index:
             raise ValueError("train-reranker needs --index=DIR (a collection built by `lmstack rag index`)")
+        if self.hard_negatives < 0 or self.dense_negatives < 0 or self.distill < 0 or self.temperature <= 0:
+            raise ValueError("--hard_negatives, --dense_negatives and --distill must be >= 0, --temperature > 0")
         for name in ("pairs", "steps", "batch_queries", "max_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name}={getattr(self, name)} must be positive")
@@ -72,6 +81,7 @@ class Example:
     query: str
     passages: list[str]  # positive first
     labels: list[float]
+    teacher: list[float] | None = None  # the bi-encoder's cosine for each passage (distillation target)
 
 
 def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
@@ -97,12 +107,39 @@ def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
             query, positive = s.strip(), c.text.replace(s, " ")
         if not positive.strip():
             continue
-        hard = [h for h, _ in index.bm25_search(query, 20) if h not in excluded]
-        hard = [h for h in hard if (ch := index.get([h])) and (ch[0].path, ch[0].title) != (c.path, c.title)]
-        negatives = rng.sample(hard, min(cfg.hard_negatives, len(hard))) + [rng.choice(ids)]
-        texts = [x.text for x in index.get(negatives) if x.id != c.id]
+        negatives: list[int] = []
+        for count, search in ((cfg.hard_negatives, index.bm25_search), (cfg.dense_negatives, index.dense_search)):
+            if count == 0:
+                continue
+            hard = [h for h, _ in search(query, 20) if h not in excluded and h not in negatives]
+            hard = [h for h in hard if (ch := index.get([h])) and (ch[0].path, ch[0].title) != (c.path, c.title)]
+            negatives += rng.sample(hard, min(count, len(hard)))
+        negatives.append(rng.choice(ids))
+        texts = [x.text for x in index.get(list(dict.fromkeys(negatives))) if x.id != c.id]
         out.append(Example(query, [positive, *texts], [1.0] + [0.0] * len(texts)))
+    if cfg.distill > 0:
+        teach(index, out)
     return out
+
+
+def teach(index: Index, examples: list[Example]) -> None:
+    """Attach the bi-encoder's cosine (query, passage) to every passage of every example."""
+    embedder = index.embedder
+    queries = embedder.embed([e.query for e in examples], use_cache=False, show_progress=True)
+    for e, q in progress(list(zip(examples, queries)), desc="teacher scores", disable=False):
+        e.teacher = (embedder.embed(e.passages) @ q).tolist()
+
+
+def continue_from(cfg: TrainRerankerConfig) -> CrossEncoder | None:
+    """A reranker saved by this recipe, when --init names one (training continues from it), else None."""
+    config = Path(cfg.init).expanduser() / "config.json"
+    if not config.is_file() or "BertForSequenceClassification" not in json.loads(config.read_text()).get(
+        "architectures", []
+    ):
+        return None
+    model = CrossEncoder.load(config.parent)
+    model.max_length = cfg.max_length
+    return model
 
 
 def main(cfg: TrainRerankerConfig) -> int:
@@ -115,7 +152,7 @@ def main(cfg: TrainRerankerConfig) -> int:
     examples = mine(index, cfg)
     if not examples:
         raise ValueError(f"{cfg.index}: no examples could be mined (is the collection empty?)")
-    model = CrossEncoder.from_embedder(cfg.init, max_length=cfg.max_length, seed=cfg.seed)
+    model = continue_from(cfg) or CrossEncoder.from_embedder(cfg.init, max_length=cfg.max_length, seed=cfg.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     warm = max(1, int(cfg.warmup * cfg.steps))
@@ -131,11 +168,16 @@ def main(cfg: TrainRerankerConfig) -> int:
                 batch = [examples[rng.randrange(len(examples))] for _ in range(cfg.batch_queries)]
                 pairs = [(e.query, p) for e in batch for p in e.passages]
                 logits = model(*model.batch(pairs))
-                groups, start = [], 0
+                losses, start = [], 0
                 for e in batch:  # one softmax per query over [positive, negatives...]
-                    groups.append(torch.log_softmax(logits[start : start + len(e.passages)], 0)[0])
+                    logp = torch.log_softmax(logits[start : start + len(e.passages)], 0)
+                    loss_e = -logp[0]
+                    if cfg.distill > 0 and e.teacher is not None:  # KL(teacher || student) over the group
+                        target = torch.softmax(torch.tensor(e.teacher) / cfg.temperature, 0)
+                        loss_e = loss_e + cfg.distill * (target * (target.clamp_min(1e-12).log() - logp)).sum()
+                    losses.append(loss_e)
                     start += len(e.passages)
-                loss = -torch.stack(groups).mean()
+                loss = torch.stack(losses).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

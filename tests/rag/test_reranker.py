@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import transformers
 
 from lmstack.rag import Index, IndexSettings, load_documents
 from lmstack.rag.reranker import CrossEncoder
-from lmstack.rag.train_reranker import TrainRerankerConfig, main, mine
+from lmstack.rag.train_reranker import TrainRerankerConfig, continue_from, main, mine
 
 PAIRS = [
     ("How do I read a file line by line?", "Loop over the file object: for line in f."),
@@ -52,3 +53,26 @@ def test_training_recipe_mines_pairs_and_saves(folder, tmp_path) -> None:
     lines = (tmp_path / "ce.metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "loss" in json.loads(lines[0])
     assert len(CrossEncoder.load(tmp_path / "ce").score("read a file", ["for line in f", "json"])) == 2
+
+
+def test_distillation_attaches_teacher_cosines_and_trains(folder, tmp_path) -> None:
+    ix = Index.create(tmp_path / "ix", IndexSettings(chunk_size=30))
+    ix.add_documents(load_documents(str(folder)))
+    ix.save()
+    index = Index.open(tmp_path / "ix")
+    cfg = TrainRerankerConfig(index=str(tmp_path / "ix"), out_dir=str(tmp_path / "ce"), pairs=6, steps=2,
+                              batch_queries=2, dense_negatives=1, distill=1.0, max_length=48)  # fmt: skip
+    examples = mine(index, cfg)
+    assert examples and all(e.teacher is not None and len(e.teacher) == len(e.passages) for e in examples)
+    e = examples[0]
+    q, p = index.embedder.embed([e.query], use_cache=False)[0], index.embedder.embed(e.passages)
+    assert e.teacher == pytest.approx((p @ q).tolist(), abs=1e-6)  # the bi-encoder's cosines, passage by passage
+    assert main(cfg) == 0
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "ce.metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(x > 0 for x in losses)
+    again = TrainRerankerConfig(index=str(tmp_path / "ix"), init=str(tmp_path / "ce"), out_dir=str(tmp_path / "ce2"))
+    saved = CrossEncoder.load(tmp_path / "ce")
+    assert torch.equal(continue_from(again).classifier.weight, saved.classifier.weight)  # --init=a saved reranker
+    assert continue_from(TrainRerankerConfig(index="x")) is None  # the embedder name: a fresh head
+    with pytest.raises(ValueError, match="--temperature"):
+        TrainRerankerConfig(index="x", temperature=0)
