@@ -126,8 +126,11 @@ def teach(index: Index, examples: list[Example]) -> None:
     """Attach the bi-encoder's cosine (query, passage) to every passage of every example."""
     embedder = index.embedder
     queries = embedder.embed([e.query for e in examples], use_cache=False, show_progress=True)
-    for e, q in progress(list(zip(examples, queries)), desc="teacher scores", disable=False):
-        e.teacher = (embedder.embed(e.passages) @ q).tolist()
+    passages = embedder.embed([p for e in examples for p in e.passages], show_progress=True)  # one batched call
+    start = 0
+    for e, q in zip(examples, queries):
+        e.teacher = (passages[start : start + len(e.passages)] @ q).tolist()
+        start += len(e.passages)
 
 
 def continue_from(cfg: TrainRerankerConfig) -> CrossEncoder | None:
