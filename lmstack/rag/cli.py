@@ -46,6 +46,7 @@ class RagConfig:
     rerank: str = "none"  # query/ask: none | cross-encoder | llm
     reranker: str = ""  # cross-encoder directory (default: <index>-reranker)
     rerank_candidates: int = 20  # query/ask/eval: fused hits the reranker reorders (then the top k are kept)
+    rerank_fusion: str = "replace"  # query/ask: replace (the reranker's order) | rrf (fused with the retrievers')
     expand: str = "none"  # query/ask: none | hyde | rewrite (uses --model)
     model: str = "smollm2-135m"  # ask (and llm rerank / hyde / rewrite): the answering model
     min_score: float = 0.3  # ask: abstain when the retrieval confidence is below this
@@ -63,7 +64,8 @@ class RagConfig:
         if action in ("query", "ask") and len(self.args) < 2:
             raise ValueError(f'rag {action}: give the text, e.g. lmstack rag {action} "How do I read a file?"')
         for name, allowed in [("mode", ("bm25", "dense", "hybrid")), ("rerank", ("none", "cross-encoder", "llm")),
-                              ("expand", ("none", "hyde", "rewrite"))]:  # fmt: skip
+                              ("expand", ("none", "hyde", "rewrite")),
+                              ("rerank_fusion", ("replace", "rrf"))]:  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r}; expected one of {list(allowed)}")
         if self.rerank_candidates <= 0:
@@ -143,7 +145,7 @@ def make_retriever(cfg: RagConfig, index, lm=None):
 
         expander = HyDE(*lm()) if cfg.expand == "hyde" else QueryRewriter(*lm())
     return Retriever(index, cfg.mode, cfg.k, reranker=reranker, expander=expander,
-                     rerank_candidates=cfg.rerank_candidates)  # fmt: skip
+                     rerank_candidates=cfg.rerank_candidates, rerank_fusion=cfg.rerank_fusion)  # fmt: skip
 
 
 def _lazy_model(spec: str):

@@ -3,7 +3,8 @@
     query --(optional: rewrite / HyDE with the local model, query_expansion.py)--> query texts
           --> BM25 top-N  and/or  dense top-N   (per query text)
           --> reciprocal rank fusion (hybrid.py)
-          --> optional rerank of the fused candidates (cross-encoder or LLM, reranker.py)
+          --> optional rerank of the fused candidates (cross-encoder or LLM, reranker.py), either replacing
+              the first stage's order or fused with it by RRF (`rerank_fusion="rrf"`)
           --> top k hits; parent-child collections swap each child for its parent's text as context
 
     r = Retriever(Index.open(path), mode="hybrid", k=5)
@@ -11,7 +12,9 @@
     hits[0].path, hits[0].title, hits[0].text, hits[0].scores   # {"bm25": ..., "dense": ..., "rrf": ...}
 
 Modes: bm25 (lexical), dense (embeddings), hybrid (both, RRF). `Hit.scores` keeps every stage's score so the
-answerer can decide to abstain (`dense` cosine, or `rerank` when reranked).
+answerer can decide to abstain (`dense` cosine, or `rerank` when reranked). With `rerank_fusion="rrf"` the
+reranker's order is one more ranked list beside the first stage's, so a reranker weaker than the retrievers on
+some questions cannot push a passage that both retrievers agree on out of the top (docs/rag.md: measured).
 Left out: multi-vector (ColBERT) retrieval, MMR diversification, time-decay scoring.
 """
 
@@ -24,6 +27,7 @@ from lmstack.rag.hybrid import reciprocal_rank_fusion
 from lmstack.rag.index import Index
 
 MODES = ("bm25", "dense", "hybrid")
+RERANK_FUSIONS = ("replace", "rrf")  # the reranker's order replaces the first stage's, or is fused with it
 
 
 @dataclass
@@ -60,9 +64,13 @@ class Retriever:
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
         expander: QueryExpander | None = None,
+        rerank_fusion: str = "replace",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"retriever mode={mode!r}; expected one of {list(MODES)}")
+        if rerank_fusion not in RERANK_FUSIONS:
+            raise ValueError(f"rerank_fusion={rerank_fusion!r}; expected one of {list(RERANK_FUSIONS)}")
+        self.rerank_fusion = rerank_fusion
         self.index, self.mode, self.k, self.candidates, self.rrf_k = index, mode, k, candidates, rrf_k
         self.reranker, self.rerank_candidates, self.expander = reranker, rerank_candidates, expander
 
@@ -104,6 +112,11 @@ class Retriever:
             scores = self.reranker.score(query, [h.text for h in hits])  # text only, as the reranker was trained
             for h, s in zip(hits, scores):
                 h.score = h.scores["rerank"] = h.scores[self.reranker.name] = float(s)
+            if self.rerank_fusion == "rrf":  # hits are in first-stage order; fuse it with the reranker's
+                by_rerank = sorted(range(len(hits)), key=lambda j: -hits[j].score)
+                fused_scores = dict(reciprocal_rank_fusion([range(len(hits)), by_rerank], self.rrf_k))
+                for j, h in enumerate(hits):
+                    h.score = h.scores["rerank_rrf"] = fused_scores[j]
             hits.sort(key=lambda h: -h.score)
         hits = hits[:k]
         self._attach_parents(hits, chunks)

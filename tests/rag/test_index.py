@@ -70,3 +70,29 @@ def test_rrf_by_hand() -> None:
     fused = reciprocal_rank_fusion([[1, 2, 3], [3, 1]], k=60)
     assert [d for d, _ in fused] == [1, 3, 2]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+
+
+class Reverse:
+    """A reranker that ranks the first stage's candidates in exactly the opposite order."""
+
+    name = "reverse"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        self.calls += 1
+        return [float(i) for i in range(len(passages))]  # the last candidate scores highest
+
+
+def test_rerank_replaces_or_fuses_the_first_stage_order(index: Index) -> None:
+    first = [h.id for h in Retriever(index, "hybrid", k=6, rerank_candidates=6).retrieve(QUESTION)]
+    replaced = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6).retrieve(QUESTION)
+    assert [h.id for h in replaced] == first[::-1]
+    fused = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf")
+    hits = fused.retrieve(QUESTION)
+    expected = reciprocal_rank_fusion([first, first[::-1]], 60)  # ends first (1/61 + 1/66 > 1/63 + 1/64)
+    assert [h.id for h in hits] == [i for i, _ in expected] == [first[0], first[-1], first[1], first[-2], *first[2:4]]
+    assert hits[0].scores["rerank_rrf"] == pytest.approx(1 / 61 + 1 / 66) and hits[0].scores["rerank"] == 0.0
+    with pytest.raises(ValueError, match="rerank_fusion"):
+        Retriever(index, rerank_fusion="mean")

@@ -33,6 +33,7 @@ def test_index_and_query_a_folder(folder, tmp_path, capsys) -> None:
         (["rag", "query", "x", "--where=path=faq"], "--where"),
         (["rag", "query", "x", "--index=/nonexistent/coll"], "no collection"),
         (["rag", "query", "x", "--rerank_candidates=0"], "--rerank_candidates=0"),
+        (["rag", "query", "x", "--rerank_fusion=mean"], "--rerank_fusion"),
     ],
 )
 def test_errors_name_the_problem(argv, message, capsys) -> None:
@@ -56,3 +57,28 @@ def test_evaluation_sets_from_shipped_data() -> None:
     assert any(it.question == "How do I read (or write) binary data?" for it in faq)
     squad = squad_items()
     assert len(squad) == 300 and sum(it.answerable for it in squad) == 150
+
+
+def test_eval_scores_each_pair_once_for_both_rerank_rows(tmp_path) -> None:
+    from lmstack.rag.eval_sets import QAItem
+    from lmstack.rag.evaluate import collection, evaluate_retrieval
+
+    passages = ["Open the file and iterate over it: for line in f.", "json.dumps turns objects into JSON text.",
+                "The sqlite3 module stores tables in one file.", "asyncio runs coroutines on a loop."]  # fmt: skip
+    questions = ["How do I read a file line by line?", "How do I make JSON?", "Where is an SQL table kept?",
+                 "What runs coroutines?"]  # fmt: skip
+    items = [QAItem(q, p, "", True, "squad") for q, p in zip(questions, passages)]
+    index, ids = collection(items, tmp_path / "c", "all-minilm-l6-v2")
+    seen = []
+
+    class Counting:
+        name = "counting"
+
+        def score(self, query, texts):
+            seen.extend((query, t) for t in texts)
+            return [-float(i) for i in range(len(texts))]  # keeps the first stage's order
+
+    res, ms = evaluate_retrieval(items, index, ids, Counting(), rerank_candidates=4)
+    assert len(seen) == len(set(seen)) == 4 * 4  # each (question, passage) scored once for both rows
+    assert res["hybrid+rerank"] == res["hybrid+rerank (rrf)"] == res["hybrid"]  # same order, same metrics
+    assert ms["hybrid+rerank (rrf)"] >= ms["hybrid+rerank"] - ms["hybrid"]
