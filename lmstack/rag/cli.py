@@ -47,6 +47,7 @@ class RagConfig:
     reranker: str = ""  # cross-encoder directory (default: <index>-reranker)
     rerank_candidates: int = 20  # query/ask/eval: fused hits the reranker reorders (then the top k are kept)
     rerank_fusion: str = "replace"  # query/ask: replace (the reranker's order) | rrf (fused with the retrievers')
+    rerank_weight: float = 0.5  # query/ask/eval: the reranker's weight in --rerank_fusion=rrf (the retrievers': 1)
     expand: str = "none"  # query/ask: none | hyde | rewrite (uses --model)
     model: str = "smollm2-135m"  # ask (and llm rerank / hyde / rewrite): the answering model
     min_score: float = 0.3  # ask: abstain when the retrieval confidence is below this
@@ -68,6 +69,8 @@ class RagConfig:
                               ("rerank_fusion", ("replace", "rrf"))]:  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r}; expected one of {list(allowed)}")
+        if self.rerank_weight < 0:
+            raise ValueError(f"--rerank_weight={self.rerank_weight} must be >= 0")
         if self.rerank_candidates <= 0:
             raise ValueError(f"--rerank_candidates={self.rerank_candidates}: expected a positive number of hits")
         if self.k <= 0:
@@ -145,7 +148,8 @@ def make_retriever(cfg: RagConfig, index, lm=None):
 
         expander = HyDE(*lm()) if cfg.expand == "hyde" else QueryRewriter(*lm())
     return Retriever(index, cfg.mode, cfg.k, reranker=reranker, expander=expander,
-                     rerank_candidates=cfg.rerank_candidates, rerank_fusion=cfg.rerank_fusion)  # fmt: skip
+                     rerank_candidates=cfg.rerank_candidates, rerank_fusion=cfg.rerank_fusion,
+                     rerank_weight=cfg.rerank_weight)  # fmt: skip
 
 
 def _lazy_model(spec: str):

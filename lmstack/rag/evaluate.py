@@ -117,8 +117,9 @@ class Memo:
 
 
 def evaluate_retrieval(
-    items: list[QAItem], index, ids: dict[str, str], reranker=None, rerank_candidates: int = 20, candidates: int = 10
-):
+    items: list[QAItem], index, ids: dict[str, str], reranker=None, rerank_candidates: int = 20, candidates: int = 10,
+    rerank_weight: float = 0.5,
+):  # fmt: skip
     from lmstack.rag.retriever import Retriever
 
     modes = {
@@ -130,7 +131,8 @@ def evaluate_retrieval(
         reranker = Memo(reranker)  # both rerank rows score each (question, passage) once
         for name, fusion in (("hybrid+rerank", "replace"), ("hybrid+rerank (rrf)", "rrf")):
             modes[name] = Retriever(index, "hybrid", k=10, candidates=50, reranker=reranker,
-                                    rerank_candidates=rerank_candidates, rerank_fusion=fusion)  # fmt: skip
+                                    rerank_candidates=rerank_candidates, rerank_fusion=fusion,
+                                    rerank_weight=rerank_weight)  # fmt: skip
     results, timing = {}, {}
     for name, retriever in modes.items():
         ranks, t0 = [], time.perf_counter()
@@ -155,7 +157,7 @@ def evaluate_answers(faq, squad, faq_index, faq_ids, squad_index, lm, cfg, reran
     model, tok = lm
     out: dict[str, Any] = {}
     rf = Retriever(faq_index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates,
-                   rerank_fusion=cfg.rerank_fusion)  # fmt: skip
+                   rerank_fusion=cfg.rerank_fusion, rerank_weight=cfg.rerank_weight)  # fmt: skip
     ems, f1s, precisions, answered = [], [], [], []
     for it in progress(faq, desc="answer faq", disable=False):
         a = answer(it.question, rf, model, tok, min_score=cfg.min_score, max_new_tokens=cfg.max_new_tokens)
@@ -166,7 +168,7 @@ def evaluate_answers(faq, squad, faq_index, faq_ids, squad_index, lm, cfg, reran
     out["faq"] = dict(n=len(faq), em=np.mean(ems), f1=np.mean(f1s), citation_precision=np.mean(precisions),
                       answered=np.mean(answered))  # fmt: skip
     rs = Retriever(squad_index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates,
-                   rerank_fusion=cfg.rerank_fusion)  # fmt: skip
+                   rerank_fusion=cfg.rerank_fusion, rerank_weight=cfg.rerank_weight)  # fmt: skip
     correct, by_label = [], {True: [], False: []}
     for it in progress(squad, desc="answer squad", disable=False):
         a = answer(it.question, rs, model, tok, min_score=cfg.min_score, max_new_tokens=cfg.max_new_tokens)
@@ -259,7 +261,8 @@ def run_eval(cfg) -> int:
             info(f"{name}: {len(items)} questions")
             index, ids = collection(items, Path(tmp) / name, cfg.embedder)
             indexes[name] = (index, ids)
-            res, ms = evaluate_retrieval(items, index, ids, reranker, cfg.rerank_candidates)
+            res, ms = evaluate_retrieval(items, index, ids, reranker, cfg.rerank_candidates,
+                                         rerank_weight=cfg.rerank_weight)  # fmt: skip
             report["retrieval"][name], report["latency_ms"][name], report["sizes"][name] = res, ms, len(items)
             (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
         plot(report["retrieval"], out / "retrieval.png")

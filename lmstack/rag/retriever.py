@@ -13,8 +13,9 @@
 
 Modes: bm25 (lexical), dense (embeddings), hybrid (both, RRF). `Hit.scores` keeps every stage's score so the
 answerer can decide to abstain (`dense` cosine, or `rerank` when reranked). With `rerank_fusion="rrf"` the
-reranker's order is one more ranked list beside the first stage's, so a reranker weaker than the retrievers on
-some questions cannot push a passage that both retrievers agree on out of the top (docs/rag.md: measured).
+reranker's order is one more ranked list beside the first stage's (weighted by `rerank_weight`), so a reranker
+weaker than the retrievers on some questions cannot push a passage that both retrievers agree on out of the top
+(docs/rag.md: measured).
 Left out: multi-vector (ColBERT) retrieval, MMR diversification, time-decay scoring.
 """
 
@@ -65,12 +66,15 @@ class Retriever:
         rerank_candidates: int = 20,
         expander: QueryExpander | None = None,
         rerank_fusion: str = "replace",
+        rerank_weight: float = 0.5,  # the reranker's list in rrf fusion (the first stage's: 1; docs/rag.md)
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"retriever mode={mode!r}; expected one of {list(MODES)}")
         if rerank_fusion not in RERANK_FUSIONS:
             raise ValueError(f"rerank_fusion={rerank_fusion!r}; expected one of {list(RERANK_FUSIONS)}")
-        self.rerank_fusion = rerank_fusion
+        if rerank_weight < 0:
+            raise ValueError(f"rerank_weight={rerank_weight} must be >= 0")
+        self.rerank_fusion, self.rerank_weight = rerank_fusion, rerank_weight
         self.index, self.mode, self.k, self.candidates, self.rrf_k = index, mode, k, candidates, rrf_k
         self.reranker, self.rerank_candidates, self.expander = reranker, rerank_candidates, expander
 
@@ -114,7 +118,9 @@ class Retriever:
                 h.score = h.scores["rerank"] = h.scores[self.reranker.name] = float(s)
             if self.rerank_fusion == "rrf":  # hits are in first-stage order; fuse it with the reranker's
                 by_rerank = sorted(range(len(hits)), key=lambda j: -hits[j].score)
-                fused_scores = dict(reciprocal_rank_fusion([range(len(hits)), by_rerank], self.rrf_k))
+                fused_scores = dict(
+                    reciprocal_rank_fusion([range(len(hits)), by_rerank], self.rrf_k, [1.0, self.rerank_weight])
+                )
                 for j, h in enumerate(hits):
                     h.score = h.scores["rerank_rrf"] = fused_scores[j]
             hits.sort(key=lambda h: -h.score)

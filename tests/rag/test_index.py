@@ -89,10 +89,16 @@ def test_rerank_replaces_or_fuses_the_first_stage_order(index: Index) -> None:
     first = [h.id for h in Retriever(index, "hybrid", k=6, rerank_candidates=6).retrieve(QUESTION)]
     replaced = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6).retrieve(QUESTION)
     assert [h.id for h in replaced] == first[::-1]
-    fused = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf")
+    fused = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf",
+                      rerank_weight=1.0)  # fmt: skip
     hits = fused.retrieve(QUESTION)
     expected = reciprocal_rank_fusion([first, first[::-1]], 60)  # ends first (1/61 + 1/66 > 1/63 + 1/64)
     assert [h.id for h in hits] == [i for i, _ in expected] == [first[0], first[-1], first[1], first[-2], *first[2:4]]
     assert hits[0].scores["rerank_rrf"] == pytest.approx(1 / 61 + 1 / 66) and hits[0].scores["rerank"] == 0.0
+    half = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf")  # weight 0.5
+    assert [h.id for h in half.retrieve(QUESTION)] == first  # a half-weight reversal never outvotes the first stage
+    assert half.retrieve(QUESTION)[-1].scores["rerank_rrf"] == pytest.approx(1 / 66 + 0.5 / 61)
     with pytest.raises(ValueError, match="rerank_fusion"):
         Retriever(index, rerank_fusion="mean")
+    with pytest.raises(ValueError, match="weights"):
+        reciprocal_rank_fusion([first, first], 60, [1.0])
