@@ -243,20 +243,20 @@ Scaling of our trainer (memory is O(distinct chunks), which grows sub-linearly w
 
 {scale_md}
 
-Ratios from interleaved runs are the claim; absolute times move with the machine's load (the last run had
-the 2 cores to itself). What limits us: with a warm chunk cache, encoding
-is the regex split plus one dict lookup per chunk; Shakespeare is pure ASCII, so the split runs on the stdlib
-`re` twin of the pattern (~2x faster than the `regex` module), which is how a warm encode passes tiktoken.
-Non-ASCII text uses `regex` (the mixed-script rows). A cold cache adds the Python merge loop once per distinct
-chunk (~38k in Shakespeare). `encode_batch` forks one worker; it and the caller take texts, longest first,
-from a shared counter, and the worker sends each text's ids as raw int32 bytes (lmstack/tokenizer/batch.py).
-The last column compares it with one process starting from the same cache: cold, both merge as they go (the
-worker merges the chunks of its texts again, ~1.4x the merge work in all); warm, the worker inherits the
-caller's full cache by fork. What 2 cores cannot give back: two busy cores run this code ~15 % slower each
-than one alone (a plain Python loop too); the caller turns the worker's ids into Python ints (~40 ms per 2.5 MB
-of text); and the worker repacks each inherited cache entry once. Garbage collection is off in both processes
-while the batch runs: a full collection in either touches every object they share since the fork, and the
-copy-on-write faults made every other round ~40 % slower (rounds alternated 1.85x / 1.16x before). tiktoken's
+Ratios from interleaved runs are the claim; absolute times move with the machine's load (tiktoken's own 2-thread
+scaling, last column of its row, shows how much of a second core a run had). What limits us: with a warm chunk
+cache, encoding is the regex split plus one dict lookup per chunk; Shakespeare is pure ASCII, so the split runs on
+the stdlib `re` twin of the pattern (~2x faster than the `regex` module), which is how a warm encode passes
+tiktoken. Non-ASCII text uses `regex` (the mixed-script rows). A cold cache adds the Python merge loop once per
+distinct chunk (~38k in Shakespeare). `encode_batch` forks one worker; it and the caller take texts, longest
+first, from a shared counter, and the worker sends each text's ids as raw int32 bytes
+(lmstack/tokenizer/batch.py). The last column compares it with one process starting from the same cache: cold,
+both merge as they go (the worker merges the chunks of its texts again, ~1.4x the merge work in all); warm, the
+worker inherits the caller's full cache by fork. What 2 cores cannot give back: two busy cores run this code ~15 %
+slower each than one alone (a plain Python loop too); the caller turns the worker's ids into Python ints (~40 ms
+per 2.5 MB of text); and the worker repacks each inherited cache entry once. Garbage collection is off in both
+processes while the batch runs: a full collection in either touches every object they share since the fork, and
+the copy-on-write faults made every other round ~40 % slower (rounds alternated 1.85x / 1.16x before). tiktoken's
 2-thread batch runs Rust threads that share one cache and release the GIL.
 Training (quiet moment, 1 thread): splitting + counting 5 MB takes 0.3 s, the 3,840 incremental merges over
 the 37,714 distinct chunks ~1.3 s (0.34 ms per merge, pure Python).
