@@ -46,7 +46,7 @@ class RagConfig:
     rerank: str = "none"  # query/ask: none | cross-encoder | llm
     reranker: str = ""  # cross-encoder directory (default: <index>-reranker)
     rerank_candidates: int = 20  # query/ask/eval: fused hits the reranker reorders (then the top k are kept)
-    rerank_fusion: str = "replace"  # query/ask: replace (the reranker's order) | rrf (fused with the retrievers')
+    rerank_fusion: str = "rrf"  # query/ask: rrf (the reranker's order fused with the retrievers') | replace
     rerank_weight: float = 0.5  # query/ask/eval: the reranker's weight in --rerank_fusion=rrf (the retrievers': 1)
     expand: str = "none"  # query/ask: none | hyde | rewrite (uses --model)
     model: str = "smollm2-135m"  # ask (and llm rerank / hyde / rewrite): the answering model

@@ -65,7 +65,7 @@ class Retriever:
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
         expander: QueryExpander | None = None,
-        rerank_fusion: str = "replace",
+        rerank_fusion: str = "rrf",  # measured better than "replace" on both evaluation sets (docs/rag.md)
         rerank_weight: float = 0.5,  # the reranker's list in rrf fusion (the first stage's: 1; docs/rag.md)
     ) -> None:
         if mode not in MODES:

@@ -87,7 +87,8 @@ class Reverse:
 
 def test_rerank_replaces_or_fuses_the_first_stage_order(index: Index) -> None:
     first = [h.id for h in Retriever(index, "hybrid", k=6, rerank_candidates=6).retrieve(QUESTION)]
-    replaced = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6).retrieve(QUESTION)
+    replaced = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="replace")
+    replaced = replaced.retrieve(QUESTION)
     assert [h.id for h in replaced] == first[::-1]
     fused = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf",
                       rerank_weight=1.0)  # fmt: skip
