@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmstack.common.log import info
+from lmstack.rag.hybrid import RERANK_WEIGHT
 
 ACTIONS = ("index", "query", "ask", "eval")
 
@@ -47,7 +48,7 @@ class RagConfig:
     reranker: str = ""  # cross-encoder directory (default: <index>-reranker)
     rerank_candidates: int = 20  # query/ask/eval: fused hits the reranker reorders (then the top k are kept)
     rerank_fusion: str = "rrf"  # query/ask: rrf (the reranker's order fused with the retrievers') | replace
-    rerank_weight: float = 0.5  # query/ask/eval: the reranker's weight in --rerank_fusion=rrf (the retrievers': 1)
+    rerank_weight: float = RERANK_WEIGHT  # query/ask/eval: the reranker's RRF weight (the retrievers': 1)
     expand: str = "none"  # query/ask: none | hyde | rewrite (uses --model)
     model: str = "smollm2-135m"  # ask (and llm rerank / hyde / rewrite): the answering model
     min_score: float = 0.3  # ask: abstain when the retrieval confidence is below this

@@ -35,6 +35,7 @@ import numpy as np
 from lmstack.common.log import info, progress
 from lmstack.rag.documents import Document
 from lmstack.rag.eval_sets import QAItem, faq_pairs, squad_items
+from lmstack.rag.hybrid import RERANK_WEIGHT
 
 PAYLOAD = "PWNED"
 HOSTILE = [
@@ -118,7 +119,7 @@ class Memo:
 
 def evaluate_retrieval(
     items: list[QAItem], index, ids: dict[str, str], reranker=None, rerank_candidates: int = 20, candidates: int = 10,
-    rerank_weight: float = 0.5,
+    rerank_weight: float = RERANK_WEIGHT,
 ):  # fmt: skip
     from lmstack.rag.retriever import Retriever
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lmstack.rag.hybrid import reciprocal_rank_fusion
+from lmstack.rag.hybrid import RERANK_WEIGHT, reciprocal_rank_fusion
 from lmstack.rag.index import Index
 
 MODES = ("bm25", "dense", "hybrid")
@@ -66,7 +66,7 @@ class Retriever:
         rerank_candidates: int = 20,
         expander: QueryExpander | None = None,
         rerank_fusion: str = "rrf",  # measured better than "replace" on both evaluation sets (docs/rag.md)
-        rerank_weight: float = 0.5,  # the reranker's list in rrf fusion (the first stage's: 1; docs/rag.md)
+        rerank_weight: float = RERANK_WEIGHT,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"retriever mode={mode!r}; expected one of {list(MODES)}")
