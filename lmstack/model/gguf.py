@@ -13,9 +13,10 @@ Two layout facts matter:
 - llama.cpp's converter permutes the rows of Q and K inside every head for `llama` (see `unpermute_qk`); `qwen3`
   uses NeoX RoPE and keeps HF's row order.
 
-Supported: architectures `llama` (Llama 1/2/3 without rope_freqs, Mistral, SmolLM) and `qwen3` (dense); tensor types F32, F16, BF16,
-Q8_0, Q4_0, Q4_1; tokenizer model `gpt2` (byte-level BPE) with pre-tokenizer `smollm`, `gpt-2` or `llama-bpe`. Left out:
-SentencePiece (`llama`) vocabularies, the Llama-3 regex pre-tokenizers, k-quants, rope scaling, MoE GGUFs.
+Supported: architectures `llama` (Llama 1/2/3 without rope_freqs, Mistral, SmolLM) and `qwen3` (dense); tensor
+types F32, F16, BF16, Q8_0, Q4_0, Q4_1; tokenizer model `gpt2` (byte-level BPE) with pre-tokenizer `smollm`,
+`gpt-2` or `llama-bpe`. Left out: SentencePiece (`llama`) vocabularies, the Llama-3 regex pre-tokenizers,
+k-quants, rope scaling, MoE GGUFs.
 """
 
 from __future__ import annotations
@@ -160,12 +161,11 @@ def read_tensors(reader: Any, config: dict[str, Any]) -> dict[str, torch.Tensor]
         w = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
         expected = tuple(int(d) for d in reversed(t.shape))  # GGUF dims are fastest-first
         w = w.reshape(expected)
-        if config["model_type"] != "llama":  # qwen3 stores rotate-half (NeoX) rows as they are
-            pass
-        elif name.endswith("q_proj.weight"):
-            w = unpermute_qk(w, config["num_attention_heads"])
-        elif name.endswith("k_proj.weight"):
-            w = unpermute_qk(w, config["num_key_value_heads"])
+        if config["model_type"] == "llama":  # qwen3 stores rotate-half (NeoX) rows as they are
+            if name.endswith("q_proj.weight"):
+                w = unpermute_qk(w, config["num_attention_heads"])
+            elif name.endswith("k_proj.weight"):
+                w = unpermute_qk(w, config["num_key_value_heads"])
         tensors[name] = torch.from_numpy(np.require(w, requirements=["C", "W"]))  # memmapped F32 is read-only
     missing = _expected_names(config) - tensors.keys()
     if missing:

@@ -1,6 +1,6 @@
 """Hugging Face checkpoint interop: our `Transformer` <-> an HF model directory (GPT-2, Llama, Mistral, Qwen2,
-Qwen3 (Llama + per-head QK-norm), Mixtral, and the BERT encoder `BertModel`), so a model trained here loads in `transformers` and a local HF
-checkpoint runs here.
+Qwen3 (Llama + per-head QK-norm), Mixtral, and the BERT encoder `BertModel`), so a model trained here loads in
+`transformers` and a local HF checkpoint runs here.
 
 A directory holds config.json, model.safetensors (or shards + model.safetensors.index.json) with HF tensor
 names, generation_config.json and, if a tokenizer was given, its files. Architectures with no HF equivalent

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmstack.common.log import info
-from lmstack.rag.hybrid import RERANK_WEIGHT
+from lmstack.rag.hybrid import RERANK_FUSIONS, RERANK_WEIGHT
 
 ACTIONS = ("index", "query", "ask", "eval")
 
@@ -67,7 +67,7 @@ class RagConfig:
             raise ValueError(f'rag {action}: give the text, e.g. lmstack rag {action} "How do I read a file?"')
         for name, allowed in [("mode", ("bm25", "dense", "hybrid")), ("rerank", ("none", "cross-encoder", "llm")),
                               ("expand", ("none", "hyde", "rewrite")),
-                              ("rerank_fusion", ("replace", "rrf"))]:  # fmt: skip
+                              ("rerank_fusion", RERANK_FUSIONS)]:  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r}; expected one of {list(allowed)}")
         if self.rerank_weight < 0:

@@ -157,8 +157,12 @@ def evaluate_answers(faq, squad, faq_index, faq_ids, squad_index, lm, cfg, reran
 
     model, tok = lm
     out: dict[str, Any] = {}
-    rf = Retriever(faq_index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates,
-                   rerank_fusion=cfg.rerank_fusion, rerank_weight=cfg.rerank_weight)  # fmt: skip
+
+    def retriever(index) -> Retriever:  # what `lmstack rag ask` would build with these options
+        return Retriever(index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates,
+                         rerank_fusion=cfg.rerank_fusion, rerank_weight=cfg.rerank_weight)  # fmt: skip
+
+    rf = retriever(faq_index)
     ems, f1s, precisions, answered = [], [], [], []
     for it in progress(faq, desc="answer faq", disable=False):
         a = answer(it.question, rf, model, tok, min_score=cfg.min_score, max_new_tokens=cfg.max_new_tokens)
@@ -168,8 +172,7 @@ def evaluate_answers(faq, squad, faq_index, faq_ids, squad_index, lm, cfg, reran
         precisions.append(citation_precision(a.citations))
     out["faq"] = dict(n=len(faq), em=np.mean(ems), f1=np.mean(f1s), citation_precision=np.mean(precisions),
                       answered=np.mean(answered))  # fmt: skip
-    rs = Retriever(squad_index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates,
-                   rerank_fusion=cfg.rerank_fusion, rerank_weight=cfg.rerank_weight)  # fmt: skip
+    rs = retriever(squad_index)
     correct, by_label = [], {True: [], False: []}
     for it in progress(squad, desc="answer squad", disable=False):
         a = answer(it.question, rs, model, tok, min_score=cfg.min_score, max_new_tokens=cfg.max_new_tokens)

@@ -24,11 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lmstack.rag.hybrid import RERANK_WEIGHT, reciprocal_rank_fusion
+from lmstack.rag.hybrid import RERANK_FUSIONS, RERANK_WEIGHT, reciprocal_rank_fusion
 from lmstack.rag.index import Index
 
 MODES = ("bm25", "dense", "hybrid")
-RERANK_FUSIONS = ("replace", "rrf")  # the reranker's order replaces the first stage's, or is fused with it
 
 
 @dataclass

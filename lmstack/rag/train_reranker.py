@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from lmstack.common.log import JsonlLogger, info, progress
 from lmstack.common.signals import interruptible
@@ -177,7 +178,7 @@ def main(cfg: TrainRerankerConfig) -> int:
                     loss_e = -logp[0]
                     if cfg.distill > 0 and e.teacher is not None:  # KL(teacher || student) over the group
                         target = torch.softmax(torch.tensor(e.teacher) / cfg.temperature, 0)
-                        loss_e = loss_e + cfg.distill * (target * (target.clamp_min(1e-12).log() - logp)).sum()
+                        loss_e = loss_e + cfg.distill * F.kl_div(logp, target, reduction="sum")
                     losses.append(loss_e)
                     start += len(e.passages)
                 loss = torch.stack(losses).mean()

@@ -149,7 +149,8 @@ class PretrainConfig:
             raise ValueError(f"--optimizer: got {self.optimizer!r}, expected adamw or muon")
         if not 0 <= self.muon_momentum < 1 or not self.muon_lr_scale > 0 or not self.embed_lr_scale > 0:
             raise ValueError(f"--muon_momentum/--muon_lr_scale/--embed_lr_scale: got {self.muon_momentum}, "
-                             f"{self.muon_lr_scale}, {self.embed_lr_scale}, expected 0 <= momentum < 1 and scales > 0")  # fmt: skip
+                             f"{self.muon_lr_scale}, {self.embed_lr_scale}, "
+                             "expected 0 <= momentum < 1 and scales > 0")  # fmt: skip
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; pick one")
         self.lr_schedule()  # validates lr, schedule, warmup_frac, min_lr_ratio, decay_frac

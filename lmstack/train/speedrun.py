@@ -70,7 +70,8 @@ def plan(cfg: SpeedrunConfig) -> str:
     budget = f"{cfg.train_seconds:.0f} s of training" if cfg.train_seconds else f"{cfg.max_steps} steps"
     return (
         f"speedrun plan: corpus {cfg.corpus} -> BPE {cfg.vocab_size} -> shards -> "
-        f"{m.n_layers}L x {m.d_model}D x {m.n_heads}H ({m.ffn}, {m.position}, {m.norm}{', qk-norm' if m.qk_norm else ''}) "
+        f"{m.n_layers}L x {m.d_model}D x {m.n_heads}H "
+        f"({m.ffn}, {m.position}, {m.norm}{', qk-norm' if m.qk_norm else ''}) "
         f"on {cfg.batch_size} x {cfg.seq_len} tokens/step, {budget} at lr {cfg.lr:g} ({cfg.schedule}), "
         f"{cfg.dtype} -> full validation (bits/byte) -> samples -> {cfg.out_dir}/report.md"
     )
