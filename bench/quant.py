@@ -1,8 +1,9 @@
 """Benchmark: quantization end to end (quality, memory, speed) on SmolLM2-135M and the CPU speedrun model, beside
 `transformers` fp32 and llama.cpp (F32 / Q8_0 / Q4_0 / Q4_1 GGUF files written by `lmstack convert`).
 
-Claims (issue 10): GPTQ-4bit perplexity within 5% of fp32 and clearly better than RTN-4bit; int4 weight memory
-<= 0.3x fp32; INT8 decode >= 2x `transformers` fp32 at batch 1; INT4 decode >= 0.5x llama.cpp Q4_1.
+Claims (issue 10): GPTQ-4bit perplexity (`--fp_target`: each layer aimed at the float model's outputs) within 5%
+of fp32 and clearly better than RTN-4bit; int4 weight memory <= 0.3x fp32; INT8 decode >= 2x `transformers` fp32
+at batch 1; INT4 decode >= 0.5x llama.cpp Q4_1.
 
 Method. Quantized variants are made once with `lmstack quantize` and cached in
 `$LMSTACK_HOME/bench/quant/<model>/<variant>/` (delete a directory to redo it; all are redone when the source
@@ -62,14 +63,16 @@ VARIANTS: dict[str, tuple[str, list[str]] | None] = {
     "int8 (RTN, per channel)": ("rtn-int8", ["--method=rtn", "--bits=8"]),
     "W8A8 (SmoothQuant)": ("smoothquant", ["--method=smoothquant"]),
     "int4 RTN (g32 asym)": ("rtn-g32-asym-nohead", ["--method=rtn", *INT4]),
-    "int4 GPTQ (g32 asym, act-order, mse)": ("gptq-g32-asym-ao-mse-nohead",
-                                             ["--method=gptq", "--act_order=true", "--mse=true", *INT4]),
+    "int4 GPTQ (g32 asym, act-order, mse, float target)": ("gptq-g32-asym-ao-mse-fpt-nohead",
+        ["--method=gptq", "--act_order=true", "--mse=true", "--fp_target=true", *INT4]),
+    "int4 GPTQ (the same, float layer target)": ("gptq-g32-asym-ao-mse-nohead",
+        ["--method=gptq", "--act_order=true", "--mse=true", *INT4]),
     "int4 AWQ (g32 asym)": ("awq-g32-asym-nohead", ["--method=awq", *INT4]),
     "int4 RTN (g32, float zero)": ("rtn-g32-fz-nohead", ["--method=rtn", "--float_zero=true", *INT4]),
     "int4 GPTQ (g32, float zero)": ("gptq-g32-fz-nohead", ["--method=gptq", "--float_zero=true", *INT4]),
     "NF4 (double quant)": ("nf4", ["--method=nf4"]),
 }  # fmt: skip
-GPTQ_ROW = "int4 GPTQ (g32 asym, act-order, mse)"
+GPTQ_ROW = "int4 GPTQ (g32 asym, act-order, mse, float target)"
 GGUF_TYPES = ["f32", "q8_0", "q4_0", "q4_1"]
 
 

@@ -39,12 +39,14 @@ STAGES = (
 
 @dataclass
 class LayerStats:
-    """Running statistics of one linear layer's inputs x (.., K)."""
+    """Running statistics of one linear layer's inputs x (.., K); with `ref`, also of the float model's inputs x_ref
+    for the same tokens (the cross term of the float-target objective, see `float_target`)."""
 
     K: int
     xtx: torch.Tensor = field(init=False)  # (K, K) sum of x x^T, float64 (float32 would lose digits over 100k tokens)
     abs_sum: torch.Tensor = field(init=False)  # (K,) sum of |x| per channel (AWQ's activation salience)
     abs_max: torch.Tensor = field(init=False)  # (K,) max |x| per channel (SmoothQuant's activation range)
+    cross: torch.Tensor | None = None  # (K, K) sum of x_ref^T x, float64, when reference inputs were given
     n: int = 0
 
     def __post_init__(self) -> None:
@@ -52,12 +54,15 @@ class LayerStats:
         self.abs_sum = torch.zeros(self.K, dtype=torch.float64)
         self.abs_max = torch.zeros(self.K)
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> None:
         x = x.detach().reshape(-1, self.K).float()  # (M, K)
         self.xtx += (x.t() @ x).double()  # each batch's product in fp32, the running sum in fp64
         self.abs_sum += x.abs().sum(0).double()
         self.abs_max = torch.maximum(self.abs_max, x.abs().amax(0))
         self.n += x.shape[0]
+        if ref is not None:
+            ref = ref.detach().reshape(-1, self.K).float()
+            self.cross = (self.cross if self.cross is not None else 0) + (ref.t() @ x).double()
 
     @property
     def hessian(self) -> torch.Tensor:
@@ -68,6 +73,22 @@ class LayerStats:
     def abs_mean(self) -> torch.Tensor:
         """mean |x| per input channel (K,) float32."""
         return (self.abs_sum / max(self.n, 1)).float()
+
+    def float_target(self, w: torch.Tensor, damp: float) -> torch.Tensor:
+        """The weight W' that best maps this layer's (quantized-model) inputs X to the float model's outputs
+        X_ref W^T: min ||X_ref W^T - X W'^T||^2 + lam ||W' - W||^2 (ridge toward W, lam = damp * mean diag H)
+        gives W' = W (C + lam I)(H + lam I)^-1 = W + W (C - H)(H + lam I)^-1 with C = X_ref^T X / n. And
+        ||X_ref W^T - X W_hat^T||^2 = ||X (W' - W_hat)^T||^2 + const (lam -> 0), so GPTQ on W' with H minimizes
+        the error against the *float model* rather than the float layer on already-perturbed inputs (GPTAQ,
+        Li et al. 2025, "asymmetric calibration"). Without reference inputs, W itself."""
+        if self.cross is None:
+            return w
+        H = self.hessian.double()
+        lam = damp * torch.mean(torch.diag(H)) + 1e-12
+        C = self.cross.double() / max(self.n, 1)
+        eye = torch.eye(self.K, dtype=torch.float64)
+        correction = torch.linalg.solve(H + lam * eye, (C - H).t()).t()  # (C - H)(H + lam I)^-1, H symmetric
+        return (w.double() + w.double() @ correction).to(w.dtype)
 
 
 def output_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> float:
@@ -116,22 +137,52 @@ def run_block(block: nn.Module, batches: list[Batch]) -> list[Batch]:
         return [Batch(block(b.x, *b.args)[0], b.args) for b in batches]
 
 
-def collect(block: nn.Module, batches: list[Batch], groups: list[tuple[str, ...]]) -> dict[str, LayerStats]:
+def collect(
+    block: nn.Module,
+    batches: list[Batch],
+    groups: list[tuple[str, ...]],
+    reference: dict[str, list[torch.Tensor]] | None = None,
+) -> dict[str, LayerStats]:
     """Forward every batch through `block`; accumulate the input statistics of each group of linears that share
-    one input (a stage: q/k/v, ...). Every name of a group maps to the same `LayerStats`."""
+    one input (a stage: q/k/v, ...). Every name of a group maps to the same `LayerStats`. `reference` (from
+    `stage_inputs` on the float block) pairs each batch's stage inputs with the float model's, for
+    `LayerStats.cross`."""
     stats: dict[str, LayerStats] = {}
+    current = [0]  # the batch being run
     handles = []
     for group in groups:
         first = block.get_submodule(group[0])
         shared = LayerStats(first.in_features)
         stats.update(dict.fromkeys(group, shared))
-        handles.append(first.register_forward_pre_hook(lambda module, args, st=shared: st.add(args[0])))
+        refs = reference[group[0]] if reference is not None else None
+        hook = lambda m, args, st=shared, r=refs: st.add(args[0], r[current[0]] if r else None)  # noqa: E731
+        handles.append(first.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            for current[0], b in enumerate(batches):
+                block(b.x, *b.args)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def stage_inputs(
+    block: nn.Module, batches: list[Batch], groups: list[tuple[str, ...]]
+) -> dict[str, list[torch.Tensor]]:
+    """What the first linear of each group receives, batch by batch, in one pass (the float block's inputs are the
+    reference of `collect`; they do not change while the quantized block's stages do)."""
+    out: dict[str, list[torch.Tensor]] = {g[0]: [] for g in groups}
+    handles = [
+        block.get_submodule(name).register_forward_pre_hook(lambda m, args, xs=xs: xs.append(args[0].detach()))
+        for name, xs in out.items()
+    ]
     try:
         run_block(block, batches)
     finally:
         for h in handles:
             h.remove()
-    return stats
+    return out
 
 
 def stages(block: nn.Module) -> Iterator[tuple[str, ...]]:
@@ -148,10 +199,11 @@ def stages(block: nn.Module) -> Iterator[tuple[str, ...]]:
         raise ValueError(f"block has linear layers {sorted(unknown)} this calibration does not know how to order")
 
 
-def head_inputs(model: nn.Module, batches: list[Batch]) -> LayerStats:
-    """Input statistics of the LM head: the final norm of the last block's outputs."""
+def head_inputs(model: nn.Module, batches: list[Batch], reference: list[Batch] | None = None) -> LayerStats:
+    """Input statistics of the LM head: the final norm of the last block's outputs (paired with the float
+    model's, `reference`, when given)."""
     stats = LayerStats(model.lm_head.in_features)
     with torch.no_grad():
-        for b in batches:
-            stats.add(model.norm(b.x))
+        for i, b in enumerate(batches):
+            stats.add(model.norm(b.x), model.norm(reference[i].x) if reference is not None else None)
     return stats

@@ -18,6 +18,7 @@ giving the same result as an uninterrupted run. The float model is calibrated in
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -54,6 +55,7 @@ class QuantizeConfig:
     damp: float = 0.01  # gptq: dampening added to the Hessian diagonal, as a fraction of its mean
     true_sequential: bool = True  # gptq: calibrate o / gate-up / down on the outputs of the already quantized stages
     mse: bool = False  # rtn / gptq: per-group range search (shrink to minimise |w - w_hat|^2.4) instead of min / max
+    fp_target: bool = False  # gptq: each layer matches the float model's outputs, not the float layer's (GPTAQ)
     alpha: float = 0.5  # smoothquant: migration strength, s = max|x|^alpha / max|w|^(1 - alpha)
     calib: str = "gutenberg"  # calibration text: a corpus name (`lmstack corpus list`) or comma-separated files
     calib_samples: int = 128  # calibration windows
@@ -103,12 +105,16 @@ def pick_group_size(bits: int, widths: set[int]) -> int:
     return next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), -1)
 
 
-def quantize_block(cfg: QuantizeConfig, block: torch.nn.Module, batches: list, prefix: str) -> dict[str, Any]:
-    """Quantize one block's linears with the configured method (weights become their dequantized values)."""
+def quantize_block(
+    cfg: QuantizeConfig, block: torch.nn.Module, batches: list, prefix: str, reference: tuple | None = None
+) -> dict[str, Any]:
+    """Quantize one block's linears with the configured method (weights become their dequantized values);
+    `reference` = (float block, float inputs) for --fp_target."""
     if cfg.method == "gptq":
         from lmstack.quant.gptq import gptq_block
 
-        return gptq_block(block, batches, cfg.spec, prefix, cfg.damp, cfg.act_order, cfg.true_sequential, cfg.mse)
+        args = (cfg.spec, prefix, cfg.damp, cfg.act_order, cfg.true_sequential, cfg.mse, reference)
+        return gptq_block(block, batches, *args)
     if cfg.method == "smoothquant":
         from lmstack.quant.smoothquant import smoothquant_block
 
@@ -118,15 +124,17 @@ def quantize_block(cfg: QuantizeConfig, block: torch.nn.Module, batches: list, p
     return awq_block(block, batches, cfg.spec, prefix)
 
 
-def quantize_head(cfg: QuantizeConfig, model: torch.nn.Module, batches: list) -> QuantizedWeight:
+def quantize_head(
+    cfg: QuantizeConfig, model: torch.nn.Module, batches: list, reference: list | None = None
+) -> QuantizedWeight:
     """The LM head: GPTQ / AWQ on the final norm's outputs (AWQ folds its scales into that norm)."""
     from lmstack.quant.layerwise import head_inputs
 
-    stats = head_inputs(model, batches)
+    stats = head_inputs(model, batches, reference)
     if cfg.method == "gptq":
         from lmstack.quant.gptq import gptq_quantize
 
-        w = model.lm_head.weight
+        w = stats.float_target(model.lm_head.weight, cfg.damp)
         return gptq_quantize(w, stats.hessian, cfg.spec, cfg.damp, cfg.act_order, where="lm_head", mse=cfg.mse)
     pre_norm = not isinstance(model.norm, torch.nn.Identity)
     target = (model.norm, "norm") if pre_norm else None
@@ -190,8 +198,8 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
         raise FileNotFoundError(f"--resume: no partial state at {d} (it is written when a run is interrupted)")
     state = json.loads((d / "state.json").read_text())
     same = ("model", "method", "bits", "group_size", "sym", "float_zero", "head", "act_order", "damp",
-            "true_sequential", "mse", "alpha", "calib", "calib_samples", "calib_seq_len", "batch_size",
-            "seed")  # fmt: skip
+            "true_sequential", "mse", "fp_target", "alpha", "calib", "calib_samples", "calib_seq_len",
+            "batch_size", "seed")  # fmt: skip
     defaults = {f.name: f.default for f in fields(QuantizeConfig)}  # options added since the state was written
     changed = [k for k in same if state["config"].get(k, defaults[k]) != getattr(cfg, k)]
     if changed:
@@ -207,27 +215,34 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
     return qweights, int(state["blocks_done"])
 
 
-def calibrate(cfg: QuantizeConfig, model: Any, tok: Any, qweights: dict, start: int) -> tuple[dict, bool]:
-    """Layer-by-layer GPTQ / AWQ from block `start` on. Returns (qweights, interrupted)."""
+def calibrate(
+    cfg: QuantizeConfig, model: Any, tok: Any, qweights: dict, start: int, float_blocks: Any = None
+) -> tuple[dict, bool]:
+    """Layer-by-layer GPTQ / AWQ from block `start` on; `float_blocks` (the unquantized blocks, --fp_target)
+    carry the float model's activations beside the quantized model's. Returns (qweights, interrupted)."""
     from lmstack.quant.calibration import calibration_tokens
     from lmstack.quant.layerwise import block_inputs, run_block
 
     source = cfg.calib.split(",") if "," in cfg.calib else cfg.calib
     tokens = calibration_tokens(tok, source, cfg.calib_samples, cfg.calib_seq_len, cfg.seed)
     batches = block_inputs(model, tokens, cfg.batch_size)
+    ref = batches if float_blocks is not None else None
     for i in range(start):  # resume: the finished blocks are already quantized; replay their outputs
         batches = run_block(model.blocks[i], batches)
+        ref = run_block(float_blocks[i], ref) if ref is not None else None
     L = len(model.blocks)
     done = start
     try:
         for i in progress(range(start, L), desc=f"{cfg.method} blocks", initial=start, total=L, unit="block"):
-            qweights.update(quantize_block(cfg, model.blocks[i], batches, f"blocks.{i}"))
+            reference = (float_blocks[i], ref) if ref is not None else None
+            qweights.update(quantize_block(cfg, model.blocks[i], batches, f"blocks.{i}", reference))
             batches = run_block(model.blocks[i], batches)
+            ref = run_block(float_blocks[i], ref) if ref is not None else None
             done = i + 1
             if cfg.stop_after_blocks and done - start >= cfg.stop_after_blocks and done < L:
                 raise KeyboardInterrupt("--stop_after_blocks")
         if cfg.head:
-            qweights["lm_head"] = quantize_head(cfg, model, batches)
+            qweights["lm_head"] = quantize_head(cfg, model, batches, ref)
     except KeyboardInterrupt:
         info(f"quantize: interrupted after {done} of {L} blocks; saving {partial_dir(cfg)} (continue with --resume)")
         save_partial(cfg, model, qweights, done)
@@ -261,6 +276,7 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         untie_head(model)
     qweights: dict[str, QuantizedWeight] = {}
     start = 0
+    float_blocks = copy.deepcopy(model.blocks) if cfg.method == "gptq" and cfg.fp_target else None  # before resume
     if cfg.resume:
         qweights, start = load_partial(cfg, model)
     with interruptible(), torch.no_grad():
@@ -273,14 +289,15 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
 
             qweights = {n: quantize_nf4(model.get_submodule(n).weight) for n in names}
         else:
-            qweights, interrupted = calibrate(cfg, model, tok, qweights, start)
+            qweights, interrupted = calibrate(cfg, model, tok, qweights, start, float_blocks)
             if interrupted:
                 return {"interrupted": True}
     quant_s = time.perf_counter() - t0
     from lmstack.quant.checkpoint import save_quantized
 
-    meta = {"method": cfg.method, "act_order": cfg.act_order, "damp": cfg.damp, "mse": cfg.mse, "calib": cfg.calib,
-            "calib_samples": cfg.calib_samples, "calib_seq_len": cfg.calib_seq_len}  # fmt: skip
+    meta = {"method": cfg.method, "act_order": cfg.act_order, "damp": cfg.damp, "mse": cfg.mse,
+            "fp_target": cfg.fp_target, "calib": cfg.calib, "calib_samples": cfg.calib_samples,
+            "calib_seq_len": cfg.calib_seq_len}  # fmt: skip
     act_quant = cfg.method == "smoothquant"
     if act_quant:
         meta.update(act_quant="int8-per-token", alpha=cfg.alpha)

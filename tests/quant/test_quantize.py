@@ -37,23 +37,39 @@ def test_cli_quantize_then_generate(
     )
 
 
-@pytest.mark.parametrize("head", [True, False], ids=["head", "tied-head-kept"])
-def test_resume_equals_an_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path, calib_file: Path, head) -> None:
+@pytest.mark.parametrize("head,fp_target", [(True, False), (False, False), (True, True)],
+                         ids=["head", "tied-head-kept", "fp-target"])  # fmt: skip
+def test_resume_equals_an_uninterrupted_run(
+    tmp_path: Path, tiny_model_dir: Path, calib_file: Path, head: bool, fp_target: bool
+) -> None:
     # head=False keeps the LM head tied to the embedding: the partial state must still save (it once failed on the
-    # shared storage, losing the interrupted run)
-    full = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "full", method="gptq", head=head))
+    # shared storage, losing the interrupted run); fp_target replays the float model's blocks on resume
+    kw = dict(method="gptq", head=head, fp_target=fp_target)
+    full = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "full", **kw))
     assert not full.get("interrupted")
-    stopped = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", head=head,
-                            stop_after_blocks=1))  # fmt: skip
+    stopped = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", stop_after_blocks=1, **kw))
     assert stopped == {"interrupted": True} and (tmp_path / "part.partial" / "state.json").is_file()
     assert not (tmp_path / "part").exists()
-    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", method="gptq", head=head, resume=True))
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "part", resume=True, **kw))
     assert not (tmp_path / "part.partial").exists()
     a = quantized_layers(load_model(tmp_path / "full")[0])
     b = quantized_layers(load_model(tmp_path / "part")[0])
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name].q, b[name].q) and torch.equal(a[name].scales, b[name].scales), name
+
+
+def test_fp_target_changes_what_follows_the_first_stage(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
+    """--fp_target: block 0's q/k/v see the float model's own inputs (same integers as plain GPTQ); every later
+    layer aims at the float model's outputs, so its integers differ."""
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "a", method="gptq"))
+    plain = quantized_layers(load_model(tmp_path / "a")[0])
+    aimed = quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "b", method="gptq", fp_target=True))
+    assert aimed["config"]["fp_target"] is True
+    other = quantized_layers(load_model(tmp_path / "b")[0])
+    for name in plain:
+        first = name.startswith("blocks.0.attn.") and name.split(".")[-1] in ("q_proj", "k_proj", "v_proj")
+        assert torch.equal(plain[name].q, other[name].q) == first, name
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path, tiny_model_dir: Path, calib_file: Path) -> None:
