@@ -11,7 +11,10 @@ of the four tools benchmarks and tests outside `make test` need:
     llama-cli       interactive use
     llama-server    the OpenAI-compatible server (the serving benchmark reuses it from the same place)
 
-Layout: `$LMSTACK_HOME/llama.cpp/<version>/{src,build}`; binaries in `build/bin/`. The build runs under
+Layout: `$LMSTACK_HOME/llama.cpp/<version>/{src,build}`; binaries in `build/bin/`. The build is native
+(`-march=native`), except that AMX is left out (`build-noamx/`) where a probe shows AMX tile instructions trap:
+some VMs advertise AMX in CPUID, so -march=native compiles ggml's AMX matmuls, and the Q8_0 / Q4_0 paths then die
+of SIGILL (seen on this project's bench machines, 2026-12-01). The build runs under
 `flock /tmp/llamacpp.lock`, so parallel callers wait for one build instead of racing; a finished build leaves
 `build/.complete` and is reused. It takes 10-15 minutes on 2 shared cores (`nice -n 15`).
 
@@ -76,6 +79,40 @@ def fetch_source(dest: Path) -> Path:
     return top[0]
 
 
+AMX_PROBE = r"""
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    if (syscall(SYS_arch_prctl, 0x1023, 18)) return 2; /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA */
+    struct { unsigned char palette, start, pad[14]; unsigned short colsb[16]; unsigned char rows[16]; }
+        __attribute__((aligned(64))) cfg = {1};
+    cfg.colsb[0] = 64;
+    cfg.rows[0] = 16;
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_release();
+    return 0;
+}
+"""
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def amx_traps() -> bool:
+    """True where the CPU advertises AMX but running a tile instruction fails (so -march=native must not use it)."""
+    import tempfile
+
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1] if Path("/proc/cpuinfo").is_file() else ""
+    if "amx_tile" not in flags:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = Path(tmp) / "probe.c", Path(tmp) / "probe"
+        src.write_text(AMX_PROBE)
+        if subprocess.run(["gcc", "-O1", "-mamx-tile", str(src), "-o", str(exe)], capture_output=True).returncode:
+            return False  # no compiler support: -march=native will not emit AMX either
+        return subprocess.run([str(exe)], capture_output=True).returncode != 0
+
+
 def binaries(build: Path) -> dict[str, Path]:
     return {t: build / "bin" / t for t in TARGETS}
 
@@ -83,7 +120,8 @@ def binaries(build: Path) -> dict[str, Path]:
 def build(jobs: int = 2) -> dict[str, Path]:
     """Build llama.cpp once (under a file lock) and return {target: binary path}."""
     base = root()
-    out = base / "build"
+    no_amx = amx_traps()
+    out = base / ("build-noamx" if no_amx else "build")
     if (out / ".complete").is_file():
         return binaries(out)
     base.mkdir(parents=True, exist_ok=True)
@@ -95,6 +133,9 @@ def build(jobs: int = 2) -> dict[str, Path]:
         _log(f"building {', '.join(TARGETS)} into {out} (10-15 minutes on 2 cores)")
         flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF"]
         flags += ["-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_OPENSSL=OFF"]
+        if no_amx:  # explicit -mno-* flags win over what -march=native enables, whatever their order
+            _log("AMX tile instructions trap on this machine: building without AMX")
+            flags += [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
         nice = ["nice", "-n", "15"]
         subprocess.run([*nice, "cmake", "-S", str(src), "-B", str(out), *flags], check=True)
         cmd = [*nice, "cmake", "--build", str(out), "-j", str(jobs), "--target", *TARGETS]

@@ -268,7 +268,7 @@ def llama_server_binary() -> Path | None:
                     time.sleep(1)
             else:
                 return None
-            found = sorted(home.glob("llama.cpp/*/build/bin/llama-server"))
+            found = sorted(home.glob("llama.cpp/*/build*/bin/llama-server"))
         return found[-1] if found else None
 
 
