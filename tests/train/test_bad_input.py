@@ -23,7 +23,7 @@ from .conftest import synthetic_docs, tiny_pretrain
 FLAGS = ["--model.n_layers=2", "--model.d_model=32", "--model.n_heads=4", "--model.n_kv_heads=2", "--seq_len=32",
          "--batch_size=8", "--lr=3e-3", "--warmup_frac=0.25", "--log_every=1", "--eval_every=0", "--threads=1",
          "--device=cpu", "--seed=7", "--sample_tokens=4"]  # fmt: skip
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
 
 
 def _pretrain(*args: str, **kw: object) -> subprocess.Popen:
@@ -39,8 +39,16 @@ def test_signal_saves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
     deadline = time.time() + 60
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
         time.sleep(0.2)
+    steps_before = len(metrics.read_text().splitlines()) if metrics.exists() else 0
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # seen once under `make test` load (2026-12-01): say where it was stuck
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(
+            f"pretrain ignored {sig.name} for 60 s ({steps_before} metric lines before it); stacks:\n{err[-6000:]}"
+        )
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted at step" in err and "Traceback" not in err
     saved = json.loads((out / "checkpoint" / "trainer_state" / "state.json").read_text())
