@@ -31,10 +31,21 @@ def _pretrain(*args: str, **kw: object) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
 
 
+def _as_from_a_shell() -> None:
+    """In the child: SIGINT / SIGTERM deliverable with their default dispositions, as a program started from a
+    shell gets them. A child inherits its parent's ignored signals and blocked mask across exec, and Python only
+    installs its Ctrl-C handler when SIGINT is not ignored at start. Under `make test`'s xdist workers the SIGINT
+    case twice went unanswered for 60 s while the trainer sat in a training step (faulthandler's stacks), never
+    alone (25 random-time trials, none stuck): inherited signal state is the suspect this rules out."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; `kill`, `docker stop`, schedulers
 def test_signal_saves_a_resumable_checkpoint(tiny_data, tmp_path, sig):
     out = tmp_path / "run"
-    proc = _pretrain(f"--data_dir={tiny_data}", f"--out_dir={out}", "--max_steps=100000")
+    proc = _pretrain(f"--data_dir={tiny_data}", f"--out_dir={out}", "--max_steps=100000", preexec_fn=_as_from_a_shell)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
