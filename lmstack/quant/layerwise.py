@@ -48,6 +48,7 @@ class LayerStats:
     abs_max: torch.Tensor = field(init=False)  # (K,) max |x| per channel (SmoothQuant's activation range)
     cross: torch.Tensor | None = None  # (K, K) sum of x_ref^T x, float64, when reference inputs were given
     n: int = 0
+    _correction: tuple[float, torch.Tensor] | None = field(default=None, init=False, repr=False)  # float_target's
 
     def __post_init__(self) -> None:
         self.xtx = torch.zeros(self.K, self.K, dtype=torch.float64)
@@ -60,6 +61,7 @@ class LayerStats:
         self.abs_sum += x.abs().sum(0).double()
         self.abs_max = torch.maximum(self.abs_max, x.abs().amax(0))
         self.n += x.shape[0]
+        self._correction = None
         if ref is not None:
             ref = ref.detach().reshape(-1, self.K).float()
             self.cross = (self.cross if self.cross is not None else 0) + (ref.t() @ x).double()
@@ -83,12 +85,13 @@ class LayerStats:
         Li et al. 2025, "asymmetric calibration"). Without reference inputs, W itself."""
         if self.cross is None:
             return w
-        H = self.hessian.double()
-        lam = damp * torch.mean(torch.diag(H)) + 1e-12
-        C = self.cross.double() / max(self.n, 1)
-        eye = torch.eye(self.K, dtype=torch.float64)
-        correction = torch.linalg.solve(H + lam * eye, (C - H).t()).t()  # (C - H)(H + lam I)^-1, H symmetric
-        return (w.double() + w.double() @ correction).to(w.dtype)
+        if self._correction is None or self._correction[0] != damp:  # once per stage: q/k/v share these stats
+            H = self.hessian.double()
+            lam = damp * torch.mean(torch.diag(H)) + 1e-12
+            C = self.cross.double() / max(self.n, 1)
+            eye = torch.eye(self.K, dtype=torch.float64)
+            self._correction = (damp, torch.linalg.solve(H + lam * eye, (C - H).t()).t())  # (C - H)(H + lam I)^-1
+        return (w.double() + w.double() @ self._correction[1]).to(w.dtype)
 
 
 def output_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> float:
