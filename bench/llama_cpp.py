@@ -102,8 +102,8 @@ def amx_traps() -> bool:
     """True where the CPU advertises AMX but running a tile instruction fails (so -march=native must not use it)."""
     import tempfile
 
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1] if Path("/proc/cpuinfo").is_file() else ""
-    if "amx_tile" not in flags:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or "amx_tile" not in cpuinfo.read_text():
         return False
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = Path(tmp) / "probe.c", Path(tmp) / "probe"

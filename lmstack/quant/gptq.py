@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmstack.quant.layerwise import Batch, collect, stage_inputs, stages
+from lmstack.quant.layerwise import Batch, collect, stages
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec, grid_params, to_grid
 
 
@@ -108,19 +108,18 @@ def gptq_block(
     act_order: bool = False,
     true_sequential: bool = True,
     mse: bool = False,
-    reference: tuple[nn.Module, list[Batch]] | None = None,
+    reference: dict[str, list[torch.Tensor]] | None = None,
 ) -> dict[str, QuantizedWeight]:
     """GPTQ every linear of one block. With `true_sequential` each stage (q/k/v, o, gate/up, down) is calibrated
     on inputs that already went through the quantized stages before it (one block forward per stage); otherwise
     all stages use the float block's inputs (one forward). Quantized layers keep their dequantized weights.
-    `reference` = (the float block, the float model's inputs of this block): each layer then targets the float
+    `reference` = the float block's stage inputs (`layerwise.stage_inputs`): each layer then targets the float
     model's outputs (`LayerStats.float_target`), so the error of the blocks quantized before is compensated too."""
     all_stages = list(stages(block))
     passes = [[st] for st in all_stages] if true_sequential else [all_stages]
-    float_inputs = stage_inputs(reference[0], reference[1], all_stages) if reference is not None else None
     out = {}
     for groups in passes:
-        stats = collect(block, batches, groups, float_inputs)
+        stats = collect(block, batches, groups, reference)
         for name in (n for g in groups for n in g):
             layer = block.get_submodule(name)
             target = stats[name].float_target(layer.weight, damp)  # the weight itself without `reference`

@@ -170,22 +170,20 @@ def collect(
     return stats
 
 
-def stage_inputs(
-    block: nn.Module, batches: list[Batch], groups: list[tuple[str, ...]]
-) -> dict[str, list[torch.Tensor]]:
-    """What the first linear of each group receives, batch by batch, in one pass (the float block's inputs are the
-    reference of `collect`; they do not change while the quantized block's stages do)."""
-    out: dict[str, list[torch.Tensor]] = {g[0]: [] for g in groups}
+def stage_inputs(block: nn.Module, batches: list[Batch]) -> tuple[dict[str, list[torch.Tensor]], list[Batch]]:
+    """One pass of the (float) block: what the first linear of each stage receives, batch by batch (the
+    `reference` of `collect`: it does not change while the quantized block's stages do), and the block's outputs
+    (the next block's float inputs)."""
+    out: dict[str, list[torch.Tensor]] = {stage[0]: [] for stage in stages(block)}
     handles = [
         block.get_submodule(name).register_forward_pre_hook(lambda m, args, xs=xs: xs.append(args[0].detach()))
         for name, xs in out.items()
     ]
     try:
-        run_block(block, batches)
+        return out, run_block(block, batches)
     finally:
         for h in handles:
             h.remove()
-    return out
 
 
 def stages(block: nn.Module) -> Iterator[tuple[str, ...]]:

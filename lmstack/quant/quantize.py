@@ -106,10 +106,10 @@ def pick_group_size(bits: int, widths: set[int]) -> int:
 
 
 def quantize_block(
-    cfg: QuantizeConfig, block: torch.nn.Module, batches: list, prefix: str, reference: tuple | None = None
+    cfg: QuantizeConfig, block: torch.nn.Module, batches: list, prefix: str, reference: dict | None = None
 ) -> dict[str, Any]:
     """Quantize one block's linears with the configured method (weights become their dequantized values);
-    `reference` = (float block, float inputs) for --fp_target."""
+    `reference` = the float block's stage inputs (`layerwise.stage_inputs`) for --fp_target."""
     if cfg.method == "gptq":
         from lmstack.quant.gptq import gptq_block
 
@@ -221,7 +221,7 @@ def calibrate(
     """Layer-by-layer GPTQ / AWQ from block `start` on; `float_blocks` (the unquantized blocks, --fp_target)
     carry the float model's activations beside the quantized model's. Returns (qweights, interrupted)."""
     from lmstack.quant.calibration import calibration_tokens
-    from lmstack.quant.layerwise import block_inputs, run_block
+    from lmstack.quant.layerwise import block_inputs, run_block, stage_inputs
 
     source = cfg.calib.split(",") if "," in cfg.calib else cfg.calib
     tokens = calibration_tokens(tok, source, cfg.calib_samples, cfg.calib_seq_len, cfg.seed)
@@ -234,10 +234,11 @@ def calibrate(
     done = start
     try:
         for i in progress(range(start, L), desc=f"{cfg.method} blocks", initial=start, total=L, unit="block"):
-            reference = (float_blocks[i], ref) if ref is not None else None
+            reference = None
+            if ref is not None:  # one float pass: this block's float stage inputs, the next block's float inputs
+                reference, ref = stage_inputs(float_blocks[i], ref)
             qweights.update(quantize_block(cfg, model.blocks[i], batches, f"blocks.{i}", reference))
             batches = run_block(model.blocks[i], batches)
-            ref = run_block(float_blocks[i], ref) if ref is not None else None
             done = i + 1
             if cfg.stop_after_blocks and done - start >= cfg.stop_after_blocks and done < L:
                 raise KeyboardInterrupt("--stop_after_blocks")

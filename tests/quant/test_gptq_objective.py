@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from lmstack.quant.gptq import gptq_block, gptq_quantize
-from lmstack.quant.layerwise import LayerStats, block_inputs, run_block
+from lmstack.quant.layerwise import LayerStats, block_inputs, run_block, stage_inputs
 from lmstack.quant.rtn import QuantSpec
 from tests.quant.conftest import tiny_llama
 
@@ -62,7 +62,8 @@ def test_gptq_block_with_a_float_reference() -> None:
         model = tiny_llama()
         gptq_block(model.blocks[0], ref0, spec, "blocks.0")
         xs = run_block(model.blocks[0], ref0)
-        gptq_block(model.blocks[1], xs, spec, "blocks.1", reference=(fp.blocks[1], ref1) if reference else None)
+        float_inputs = stage_inputs(fp.blocks[1], ref1)[0] if reference else None
+        gptq_block(model.blocks[1], xs, spec, "blocks.1", reference=float_inputs)
         return run_block(model.blocks[1], xs)
 
     def err(batches: list) -> float:
@@ -71,7 +72,7 @@ def test_gptq_block_with_a_float_reference() -> None:
     assert err(quantized_block1(True)) < 0.9 * err(quantized_block1(False))
     same_a, same_b = tiny_llama(), tiny_llama()
     out_a = gptq_block(same_a.blocks[0], ref0, spec, "b")
-    out_b = gptq_block(same_b.blocks[0], ref0, spec, "b", reference=(fp.blocks[0], ref0))
+    out_b = gptq_block(same_b.blocks[0], ref0, spec, "b", reference=stage_inputs(fp.blocks[0], ref0)[0])
     for name in out_a:
         assert torch.equal(out_a[name].q, out_b[name].q) == ("attn.q_proj" in name or "attn.k_proj" in name
                                                              or "attn.v_proj" in name), name  # fmt: skip
