@@ -15,6 +15,9 @@ projections (`QuantLinear`) keep their packed layout but are fused the same way 
 one int8 / int4 kernel call for q|k|v and one for gate|up, which is what a batch-1 step saves most on.
 `lmstack generate` / `chat` apply it to the model they load.
 
+A `model.cache.RaggedBatch` (the serving engine's mixed steps) runs several differently shaped groups of rows in
+one call: the projections and the FFN see all their tokens as one (1, N) row, attention runs per group.
+
 Covered: pre-norm decoders (RMSNorm or LayerNorm; RoPE, learned, sinusoidal, ALiBi or no positions; MHA, GQA,
 MQA; biases; QK-norm; sliding windows; SwiGLU or GELU FFN; tied or untied head) in eval mode, built only from
 the modules listed in `KNOWN` and without hooks; `QuantLinear` projections (lmstack.quant) run their own fused
@@ -35,7 +38,7 @@ from torch import nn
 
 from lmstack.generate.cpu_threads import DecodeThreads
 from lmstack.model.attention import Attention, SharedBias
-from lmstack.model.cache import KVCache
+from lmstack.model.cache import KVCache, RaggedBatch, Segment
 from lmstack.model.causal_lm import CausalLM
 from lmstack.model.ffn import GeluMLP, SwiGLU
 from lmstack.model.norms import LayerNorm, RMSNorm
@@ -240,13 +243,15 @@ class FastForward:
         elif cfg.position == "sinusoidal":
             x = x + sinusoidal(positions.clamp(min=0), cfg.d_model).to(x.dtype)
         rope = m.rope.signed(positions, x.dtype) if m.rope is not None else None
-        shared = SharedBias()
+        ragged = isinstance(cache, RaggedBatch)
+        segments = cache.segments if ragged else [Segment(B, T, cache)]
+        biases = [SharedBias() for _ in segments]
         for w in self.layers:
-            x = x + self._attention(w, w.attn_norm(x), positions, rope, cache, shared)
+            x = x + self._attention(w, w.attn_norm(x), positions, rope, segments, biases)
             x = x + self._ffn(w, w.ffn_norm(x))
         if last_only:
-            x = x[:, -1:]
-        return self.head(m.norm(x))  # (B, T, V)
+            x = x[:, cache.last] if ragged else x[:, -1:]
+        return self.head(m.norm(x))  # (B, T, V); a RaggedBatch: (1, N or R, V)
 
     def _attention(
         self,
@@ -254,8 +259,8 @@ class FastForward:
         h: torch.Tensor,
         positions: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        cache: KVCache,
-        shared: SharedBias,
+        segments: list[Segment],
+        biases: list[SharedBias],
     ) -> torch.Tensor:
         B, T, _ = h.shape
         if len(w.qkv) == 1:
@@ -269,11 +274,33 @@ class FastForward:
             q, k = w.q_norm(q), w.k_norm(k)
         if rope is not None:
             q, k = apply_rope_signed(q, *rope), apply_rope_signed(k, *rope)
+        if len(segments) == 1:
+            out = self._sdpa(w, q, k, v, positions, segments[0].cache, biases[0])
+            return w.o(out.transpose(1, 2).reshape(B, T, self.H * self.hd))  # (B, T, D)
+        outs, start = [], 0  # a ragged batch: B = 1, T = every segment's tokens, one after another
+        for seg, bias in zip(segments, biases):
+            span, shape = slice(start, start + seg.rows * seg.tokens), (seg.rows, seg.tokens)
+            q_s, k_s, v_s = (t[0, :, span].unflatten(1, shape).transpose(0, 1) for t in (q, k, v))  # (rows, H, T, hd)
+            out = self._sdpa(w, q_s, k_s, v_s, positions[0, span].view(shape), seg.cache, bias)
+            outs.append(out.transpose(1, 2).reshape(seg.rows * seg.tokens, self.H * self.hd))
+            start = span.stop
+        return w.o(torch.cat(outs)[None])  # (1, N, D)
+
+    def _sdpa(
+        self,
+        w: LayerWeights,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        shared: SharedBias,
+    ) -> torch.Tensor:
+        """q (B, H, T, hd), the new k, v (B, Hkv, T, hd) -> attention output (B, H, T, hd) through `cache`."""
         k, v, k_pos = cache.update(w.layer, k, v, positions)  # (B, Hkv, S, hd), (B, S)
         cfg = self.cfg
         bias = shared.get(positions, k_pos, True, cfg.sliding_window, self.model.alibi, q.dtype, False)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=self.Hkv != self.H)
-        return w.o(out.transpose(1, 2).reshape(B, T, self.H * self.hd))  # (B, T, D)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=self.Hkv != self.H)
 
     def _ffn(self, w: LayerWeights, h: torch.Tensor) -> torch.Tensor:
         if w.gelu is not None:  # GELU MLP

@@ -15,12 +15,19 @@ decoder generates, so `EncoderCache` projects them once per decoder layer, on th
 later step reads them back. A self-attention cache carries it as `cache.encoder` (the contiguous cache in
 `lmstack.generate` keeps its rows in step with the self-attention rows on `select`).
 
+A ragged batch (`RaggedBatch`, the serving engine's mixed steps) runs several such batches in one forward: a
+step's decode rows (B x 1 new tokens) and each prompt chunk (1 x T) differ in shape, and padding them to one
+(B, T) would waste compute, while one forward per group reads every weight matrix once per group. Flattened into
+one row of all their tokens, every projection multiplies all of them at once; only attention runs per segment,
+each through its own view of the cache (`FastForward` implements this; `model(...)` does not).
+
 Shapes: B batch, Hkv KV heads, T new tokens, S slots attention reads, hd head dim.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -37,6 +44,26 @@ class KVCache(Protocol):
         returns     keys (B, Hkv, S, hd), values (B, Hkv, S, hd), key_positions (B, S) with -1 for empty slots
         """
         ...
+
+
+@dataclass
+class Segment:
+    """`rows` x `tokens` new tokens of a ragged batch (flattened row-major) and the cache view they attend through."""
+
+    rows: int
+    tokens: int
+    cache: KVCache
+
+
+class RaggedBatch:
+    """Segments flattened into one (1, N) forward, N = sum of rows x tokens (see the module docstring).
+    `last` (R,) indexes the tokens whose logits the caller wants (each row's newest, say)."""
+
+    def __init__(self, segments: list[Segment], last: torch.Tensor) -> None:
+        self.segments, self.last = segments, last
+
+    def update(self, *args: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise TypeError("a RaggedBatch attends per segment: run it through generate.fast_forward.FastForward")
 
 
 class EncoderCache:

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from lmstack.generate import GenerationStats, SamplingParams, generate
+from lmstack.generate.fast_forward import FastForward
 from lmstack.model import ModelConfig, Transformer
+from lmstack.model.cache import RaggedBatch, Segment
 from lmstack.serve.engine import Engine, EngineConfig
 from lmstack.serve.paged_cache import PagedKVCache
 
@@ -136,6 +138,65 @@ def test_paged_cache_forward_equals_no_cache_forward(model):
             view = cache.batch(tables, [start, start], pos)
             got.append(model(ids[:, start:end], positions=pos, cache=view).logits)
     torch.testing.assert_close(torch.cat(got, dim=1), want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_mixed_step_is_one_ragged_forward_equal_to_plain_forwards(model):
+    """Two decode rows and two prompt chunks of different lengths in one forward (`RaggedBatch`): each row's newest
+    logits equal a no-cache forward of its whole sequence, and the cache holds what one forward per group writes."""
+    fast = FastForward.of(model)
+    torch.manual_seed(3)
+    seqs = [torch.randint(0, 101, (1, n)) for n in (9, 3, 7, 12)]
+    tables = [[1, 2, 3], [4], [5, 6], [7, 8, 9]]
+    done = [8, 2, 0, 4]  # tokens already cached: rows 0 and 1 decode one token, rows 2 and 3 prefill the rest
+    ragged, per_group = (PagedKVCache.for_model(model, num_blocks=12, block_size=4) for _ in range(2))
+
+    def view(kv, rows, new):
+        pos = torch.stack([torch.arange(done[r], done[r] + new) for r in rows])
+        return torch.cat([seqs[r][:, done[r] : done[r] + new] for r in rows]), pos, kv.batch(
+            [tables[r] for r in rows], [done[r] for r in rows], pos)  # fmt: skip
+
+    with torch.inference_mode():
+        for kv in (ragged, per_group):
+            for r in (0, 1, 3):  # the cached part, one row at a time
+                pos = torch.arange(done[r])[None]
+                fast(seqs[r][:, : done[r]], pos, kv.batch([tables[r]], [0], pos), True)
+        groups = [([0, 1], 1), ([2], 7), ([3], 8)]
+        want = torch.cat([fast(*view(per_group, rows, new), True)[:, -1] for rows, new in groups])  # (4, V)
+        ids, pos, segments, last, start = [], [], [], [], 0
+        for rows, new in groups:
+            g_ids, g_pos, v = view(ragged, rows, new)
+            ids, pos = ids + [g_ids.flatten()], pos + [g_pos.flatten()]
+            segments.append(Segment(len(rows), new, v))
+            last += [start + (i + 1) * new - 1 for i in range(len(rows))]
+            start += len(rows) * new
+        got = fast(torch.cat(ids)[None], torch.cat(pos)[None], RaggedBatch(segments, torch.tensor(last)), True)[0]
+        plain = torch.stack([model(s).logits[0, -1] for s in seqs])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ragged.k, per_group.k, atol=1e-6, rtol=1e-6)
+    with pytest.raises(TypeError, match="FastForward"):
+        model(torch.cat(ids)[None], positions=torch.cat(pos)[None], cache=RaggedBatch(segments, torch.tensor(last)))
+
+
+def test_an_engine_step_is_one_model_call(model):
+    """Steps that mix decode rows and prompt chunks still call the model once (each weight read once per step)."""
+    engine = Engine(model, None, EngineConfig(num_blocks=200, block_size=4, max_num_batched_tokens=12,
+                                              max_num_seqs=6))  # fmt: skip
+    ragged = engine.runner._ragged
+    mixed = []
+    engine.runner._ragged = lambda out, groups: mixed.append(len(groups)) or ragged(out, groups)
+    params = SamplingParams(max_new_tokens=6, temperature=0)
+    prompts = make_prompts(5, count=6)
+    want = [generate(model, [p], params)[0] for p in prompts]
+    steps = 0
+    for i, p in enumerate(prompts):
+        engine.add_request(f"r{i}", p, params)
+    results = {}
+    while engine.has_unfinished():
+        results |= {o.request_id: o for o in engine.step() if o.finished}
+        steps += 1
+    assert engine.runner.forwards == steps and len(mixed) >= 2 and max(mixed) >= 3
+    assert [results[f"r{i}"].outputs[0].token_ids for i in range(len(prompts))] == want
 
 
 def test_text_stop_strings_and_constraints_match_generate(tiny):
