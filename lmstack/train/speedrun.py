@@ -43,7 +43,9 @@ class SpeedrunConfig(PretrainConfig):
     tokenizer_max_chars: int = 0  # train the tokenizer on only the first N characters of the train split (0 = all)
     n_samples: int = 2  # samples in the report
     train_seconds: float = 525.0  # wall-clock training budget (seconds); the schedule runs over it
-    # the first measured choices (docs/log.md); configs/speedrun_cpu.yaml holds the current ones (Muon, B16, WSD)
+    # the defaults below are the first measured choices (docs/log.md); configs/speedrun_cpu.yaml holds the current
+    # ones (Muon, B16, WSD, QK-norm)
+
     batch_size: int = 8  # sequences per optimizer step (small batches: more steps in the budget)
     lr: float = 2e-3  # peak learning rate
     warmup_frac: float = 0.05  # fraction of the budget in linear warmup
