@@ -4,7 +4,7 @@ Retrieval: each set's gold passages form a collection (chunked like any collecti
 of its chunks is); every question is searched by BM25, dense, hybrid (RRF) and hybrid + cross-encoder rerank, and
 scored by recall@1/5/10, MRR@10 and nDCG@10 (one relevant passage per question, so nDCG@10 = 1 / log2(1 + rank)).
 The reranker reorders hybrid's top `--rerank_candidates` chunks (default 20), so it can lift a passage that
-hybrid ranked 11th-20th into the top 10; "hybrid+rerank (rrf)" fuses its order with hybrid's instead.
+hybrid ranked 11th-20th into the top 10; "hybrid+rerank (rrf)" fuses its order with BM25's and dense's instead.
 
 Answers (the local model, greedy; a sample of `answers` questions per set, as generation is the slow part):
 - FAQ: exact match and token F1 (SQuAD normalization) against the reference first paragraph, citation precision

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 RERANK_FUSIONS = ("rrf", "replace")  # a reranker's order is fused with the first stage's, or replaces it
-RERANK_WEIGHT = 0.5  # a reranker's list beside the first stage's (weight 1): chosen on both eval sets (docs/rag.md)
+RERANK_WEIGHT = 0.5  # a reranker's list beside each retriever's (weight 1 each): chosen on both eval sets (docs/rag.md)
 
 
 def reciprocal_rank_fusion(

@@ -4,7 +4,7 @@
           --> BM25 top-N  and/or  dense top-N   (per query text)
           --> reciprocal rank fusion (hybrid.py)
           --> optional rerank of the fused candidates (cross-encoder or LLM, reranker.py), either replacing
-              the first stage's order or fused with it by RRF (`rerank_fusion="rrf"`)
+              the first stage's order or fused with each retriever's order by RRF (`rerank_fusion="rrf"`)
           --> top k hits; parent-child collections swap each child for its parent's text as context
 
     r = Retriever(Index.open(path), mode="hybrid", k=5)
@@ -13,9 +13,10 @@
 
 Modes: bm25 (lexical), dense (embeddings), hybrid (both, RRF). `Hit.scores` keeps every stage's score so the
 answerer can decide to abstain (`dense` cosine, or `rerank` when reranked). With `rerank_fusion="rrf"` the
-reranker's order is one more ranked list beside the first stage's (weighted by `rerank_weight`), so a reranker
-weaker than the retrievers on some questions cannot push a passage that both retrievers agree on out of the top
-(docs/rag.md: measured).
+reranker's order over the candidates is one more ranked list beside each retriever's own (BM25's and dense's,
+each restricted to the candidates; weight 1 each, the reranker's `rerank_weight`), so a reranker weaker than the
+retrievers on some questions cannot push a passage that both retrievers agree on out of the top, and where one
+retriever is weak the other two votes outweigh it (docs/rag.md: measured).
 Left out: multi-vector (ColBERT) retrieval, MMR diversification, time-decay scoring.
 """
 
@@ -115,11 +116,12 @@ class Retriever:
             scores = self.reranker.score(query, [h.text for h in hits])  # text only, as the reranker was trained
             for h, s in zip(hits, scores):
                 h.score = h.scores["rerank"] = h.scores[self.reranker.name] = float(s)
-            if self.rerank_fusion == "rrf":  # hits are in first-stage order; fuse it with the reranker's
-                by_rerank = sorted(range(len(hits)), key=lambda j: -hits[j].score)
-                fused_scores = dict(
-                    reciprocal_rank_fusion([range(len(hits)), by_rerank], self.rrf_k, [1.0, self.rerank_weight])
-                )
+            if self.rerank_fusion == "rrf":  # the reranker's order is one more vote beside each retriever's list
+                row = {h.id: j for j, h in enumerate(hits)}
+                votes = [[row[i] for i in r if i in row] for r in rankings] if len(rankings) > 1 else [range(len(hits))]
+                votes.append(sorted(range(len(hits)), key=lambda j: -hits[j].score))
+                weights = [1.0] * (len(votes) - 1) + [self.rerank_weight]
+                fused_scores = dict(reciprocal_rank_fusion(votes, self.rrf_k, weights))
                 for j, h in enumerate(hits):
                     h.score = h.scores["rerank_rrf"] = fused_scores[j]
             hits.sort(key=lambda h: -h.score)

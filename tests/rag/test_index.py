@@ -93,12 +93,21 @@ def test_rerank_replaces_or_fuses_the_first_stage_order(index: Index) -> None:
     fused = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf",
                       rerank_weight=1.0)  # fmt: skip
     hits = fused.retrieve(QUESTION)
-    expected = reciprocal_rank_fusion([first, first[::-1]], 60)  # ends first (1/61 + 1/66 > 1/63 + 1/64)
-    assert [h.id for h in hits] == [i for i, _ in expected] == [first[0], first[-1], first[1], first[-2], *first[2:4]]
-    assert hits[0].scores["rerank_rrf"] == pytest.approx(1 / 61 + 1 / 66) and hits[0].scores["rerank"] == 0.0
+    bm25 = [i for i, _ in index.bm25_search(QUESTION, 50) if i in first]  # each retriever's own order of the
+    dense = [i for i, _ in index.dense_search(QUESTION, 50) if i in first]  # candidates votes, then the reranker's
+    expected = reciprocal_rank_fusion([bm25, dense, first[::-1]], 60)
+    assert [h.id for h in hits] == [i for i, _ in expected]
+    rank = lambda r, i: r.index(i) + 1  # noqa: E731
+    top = hits[0].id
+    want = 1 / (60 + rank(bm25, top)) + 1 / (60 + rank(dense, top)) + 1 / (60 + 6 - first.index(top))
+    assert hits[0].scores["rerank_rrf"] == pytest.approx(want) and hits[0].scores["rerank"] == first.index(top)
     half = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf")  # weight 0.5
-    assert [h.id for h in half.retrieve(QUESTION)] == first  # a half-weight reversal never outvotes the first stage
-    assert half.retrieve(QUESTION)[-1].scores["rerank_rrf"] == pytest.approx(1 / 66 + 0.5 / 61)
+    expected = reciprocal_rank_fusion([bm25, dense, first[::-1]], 60, [1, 1, 0.5])
+    assert [h.id for h in half.retrieve(QUESTION)] == [i for i, _ in expected]
+    dense = Retriever(index, "dense", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf",
+                      rerank_weight=1.0)  # one retriever: its own order and the reranker's  # fmt: skip
+    order = [h.id for h in Retriever(index, "dense", k=6).retrieve(QUESTION)]
+    assert [h.id for h in dense.retrieve(QUESTION)] == [i for i, _ in reciprocal_rank_fusion([order, order[::-1]])]
     with pytest.raises(ValueError, match="rerank_fusion"):
         Retriever(index, rerank_fusion="mean")
     with pytest.raises(ValueError, match="weights"):
