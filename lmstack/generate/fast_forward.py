@@ -274,7 +274,7 @@ class FastForward:
             q, k = w.q_norm(q), w.k_norm(k)
         if rope is not None:
             q, k = apply_rope_signed(q, *rope), apply_rope_signed(k, *rope)
-        if len(segments) == 1:
+        if len(segments) == 1 and (segments[0].rows, segments[0].tokens) == (B, T):  # a plain batch
             out = self._sdpa(w, q, k, v, positions, segments[0].cache, biases[0])
             return w.o(out.transpose(1, 2).reshape(B, T, self.H * self.hd))  # (B, T, D)
         outs, start = [], 0  # a ragged batch: B = 1, T = every segment's tokens, one after another

@@ -174,6 +174,11 @@ def test_a_mixed_step_is_one_ragged_forward_equal_to_plain_forwards(model):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ragged.k, per_group.k, atol=1e-6, rtol=1e-6)
+    with torch.inference_mode():  # one segment of two rows, flattened, reads the same as its plain (2, 1) batch
+        d_ids, d_pos, v = view(per_group, [0, 1], 1)
+        one = RaggedBatch([Segment(2, 1, v)], torch.tensor([0, 1]))
+        alone = fast(d_ids.view(1, 2), d_pos.view(1, 2), one, True)[0]
+    torch.testing.assert_close(alone, want[:2], atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="FastForward"):
         model(torch.cat(ids)[None], positions=torch.cat(pos)[None], cache=RaggedBatch(segments, torch.tensor(last)))
 
