@@ -62,6 +62,21 @@ class RaggedBatch:
     def __init__(self, segments: list[Segment], last: torch.Tensor) -> None:
         self.segments, self.last = segments, last
 
+    @classmethod
+    def join(
+        cls, groups: list[tuple[torch.Tensor, torch.Tensor, KVCache]]
+    ) -> tuple[torch.Tensor, torch.Tensor, RaggedBatch]:
+        """[(ids (B, T), positions (B, T), cache view), ...] -> the flat ids and positions (1, N) and the batch,
+        whose `last` picks each row's newest token."""
+        segments, last, start = [], [], 0
+        for ids, _, cache in groups:
+            B, T = ids.shape
+            segments.append(Segment(B, T, cache))
+            last += [start + (r + 1) * T - 1 for r in range(B)]
+            start += B * T
+        ids, positions = (torch.cat([g[j].flatten() for g in groups])[None] for j in (0, 1))
+        return ids, positions, cls(segments, torch.tensor(last, device=ids.device))
+
     def update(self, *args: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise TypeError("a RaggedBatch attends per segment: run it through generate.fast_forward.FastForward")
 

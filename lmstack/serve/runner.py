@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from lmstack.generate.fast_forward import FastForward, forward_fn
-from lmstack.model.cache import RaggedBatch, Segment
+from lmstack.model.cache import RaggedBatch
 from lmstack.model.causal_lm import CausalLM
 from lmstack.serve.paged_cache import PagedBatch, PagedKVCache
 from lmstack.serve.scheduler import SchedulerOutput
@@ -78,16 +78,7 @@ class ModelRunner:
 
     def _ragged(self, out: SchedulerOutput, groups: list[list[int]]) -> dict[int, torch.Tensor]:
         """One model call over several groups, flattened into one row. Returns each row's newest-token logits."""
-        ids, pos, segments, last, start = [], [], [], [], 0
-        for group in groups:
-            g_ids, g_pos, view = self._inputs(out, group)
-            B, T = g_ids.shape
-            ids.append(g_ids.flatten())
-            pos.append(g_pos.flatten())
-            segments.append(Segment(B, T, view))
-            last += [start + (r + 1) * T - 1 for r in range(B)]  # each row's newest token in the flat row
-            start += B * T
-        batch = RaggedBatch(segments, torch.tensor(last, device=self.device))
-        logits = self.fast(torch.cat(ids)[None], torch.cat(pos)[None], batch, True)  # (1, R, V)
+        ids, pos, batch = RaggedBatch.join([self._inputs(out, group) for group in groups])
+        logits = self.fast(ids, pos, batch, True)  # (1, R, V)
         self.forwards += 1
         return dict(zip([i for group in groups for i in group], logits[0]))

@@ -13,7 +13,7 @@ import torch
 from lmstack.generate import GenerationStats, SamplingParams, generate
 from lmstack.generate.fast_forward import FastForward
 from lmstack.model import ModelConfig, Transformer
-from lmstack.model.cache import RaggedBatch, Segment
+from lmstack.model.cache import RaggedBatch
 from lmstack.serve.engine import Engine, EngineConfig
 from lmstack.serve.paged_cache import PagedKVCache
 
@@ -162,25 +162,18 @@ def test_a_mixed_step_is_one_ragged_forward_equal_to_plain_forwards(model):
                 fast(seqs[r][:, : done[r]], pos, kv.batch([tables[r]], [0], pos), True)
         groups = [([0, 1], 1), ([2], 7), ([3], 8)]
         want = torch.cat([fast(*view(per_group, rows, new), True)[:, -1] for rows, new in groups])  # (4, V)
-        ids, pos, segments, last, start = [], [], [], [], 0
-        for rows, new in groups:
-            g_ids, g_pos, v = view(ragged, rows, new)
-            ids, pos = ids + [g_ids.flatten()], pos + [g_pos.flatten()]
-            segments.append(Segment(len(rows), new, v))
-            last += [start + (i + 1) * new - 1 for i in range(len(rows))]
-            start += len(rows) * new
-        got = fast(torch.cat(ids)[None], torch.cat(pos)[None], RaggedBatch(segments, torch.tensor(last)), True)[0]
+        ids, pos, batch = RaggedBatch.join([view(ragged, rows, new) for rows, new in groups])
+        got = fast(ids, pos, batch, True)[0]
+        assert [s.rows for s in batch.segments] == [2, 1, 1] and batch.last.tolist() == [0, 1, 8, 16]
         plain = torch.stack([model(s).logits[0, -1] for s in seqs])
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ragged.k, per_group.k, atol=1e-6, rtol=1e-6)
     with torch.inference_mode():  # one segment of two rows, flattened, reads the same as its plain (2, 1) batch
-        d_ids, d_pos, v = view(per_group, [0, 1], 1)
-        one = RaggedBatch([Segment(2, 1, v)], torch.tensor([0, 1]))
-        alone = fast(d_ids.view(1, 2), d_pos.view(1, 2), one, True)[0]
+        alone = fast(*RaggedBatch.join([view(per_group, [0, 1], 1)]), True)[0]
     torch.testing.assert_close(alone, want[:2], atol=1e-5, rtol=1e-5)
-    with pytest.raises(TypeError, match="FastForward"):
-        model(torch.cat(ids)[None], positions=torch.cat(pos)[None], cache=RaggedBatch(segments, torch.tensor(last)))
+    with torch.inference_mode(), pytest.raises(TypeError, match="FastForward"):
+        model(ids, positions=pos, cache=batch)
 
 
 def test_an_engine_step_is_one_model_call(model):
