@@ -9,7 +9,8 @@ The mask comes from positions alone (see `lmstack/model/cache.py`): query at p r
 q <= p (causal) and p - q < window. Padded queries (p = -1) read every slot so softmax never sees an all -inf
 row (their outputs are garbage and ignored). Two paths compute the same thing, tied by tests:
   - "sdpa": `torch.nn.functional.scaled_dot_product_attention` (fused; `is_causal=True` and no mask tensor when
-    nothing but causality constrains the scores: no cache, default positions, no ALiBi, window >= T)
+    nothing but causality constrains the scores: no cache, default positions, no ALiBi, window >= T); under
+    CPU autocast it attends in float32 (`sdpa` below: torch's bf16 CPU kernel has a slow backward)
   - "reference": explicit softmax in float32; the only path that can return the attention weights (for plots).
   - "flash": the tiled online-softmax algorithm in plain PyTorch (flash_attention.py): O(T) memory, not fast.
 Left out: cross-attention, attention sinks, differential attention, multi-latent attention.
@@ -136,17 +137,30 @@ class Attention(nn.Module):
         elif use_ref:
             out, weights = reference_attention(q, k, v, bias, fast and self.causal, drop)
         else:
-            out = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=bias,
-                dropout_p=drop,
-                is_causal=fast and self.causal,
-                enable_gqa=self.n_kv_heads != self.n_heads,
-            )  # (B, H, T, hd)
+            out = sdpa(q, k, v, bias, drop, fast and self.causal, self.n_kv_heads != self.n_heads)  # (B, H, T, hd)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(out), (weights if return_weights else None)
+
+
+def sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout: float,
+    causal: bool,
+    gqa: bool,
+) -> torch.Tensor:
+    """`F.scaled_dot_product_attention`, except under CPU autocast, where it runs in float32: torch 2.13's bf16
+    flash-attention backward on the CPU is ~6x slower than its fp32 one at small head sizes (22 vs 3.5 ms per
+    layer for 16 x 4 heads x 128 tokens x 32 dims), so the fp32 kernel makes a bf16 training step ~19 % faster
+    (docs/log.md, 2026-12-01 fifth session). The projections around it stay in bf16."""
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            q, k, v = q.float(), k.float(), v.float()
+            bias = bias.float() if bias is not None and bias.is_floating_point() else bias
+            return F.scaled_dot_product_attention(q, k, v, bias, dropout, causal, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal, enable_gqa=gqa)
 
 
 def reference_attention(

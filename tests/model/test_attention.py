@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmstack.model import ModelConfig, Transformer
 from lmstack.model.attention import position_bias
@@ -43,6 +44,28 @@ def test_sdpa_matches_reference_forward_and_backward(name: str, padded: bool, ti
     out_ref.loss.backward()
     for (n, a), b in zip(fast.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("name", ["gqa", "window", "alibi"])
+def test_cpu_autocast_runs_sdpa_in_float32(name: str, tiny_model_kwargs: dict, monkeypatch) -> None:
+    """Under CPU bf16 autocast the SDPA path attends in float32 (torch's bf16 CPU kernel has a slow backward): the
+    kernel sees float32 q/k/v and the logits match the reference attention, which computes in float32 too."""
+    fast, ref = pair(CASES[name], tiny_model_kwargs)
+    seen: list[torch.dtype] = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        F, "scaled_dot_product_attention", lambda q, *a, **k: (seen.append(q.dtype), real(q, *a, **k))[1]
+    )
+    ids = torch.randint(0, 101, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_fast, out_ref = fast(ids, targets=ids.roll(-1, 1)), ref(ids, targets=ids.roll(-1, 1))
+    assert seen and set(seen) == {torch.float32}
+    torch.testing.assert_close(out_fast.logits.float(), out_ref.logits.float(), atol=2e-2, rtol=2e-2)
+    out_fast.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
+    seen.clear()
+    fast.to(torch.bfloat16)(ids)  # bf16 weights without autocast: attention stays in the model's dtype
+    assert set(seen) == {torch.bfloat16} and len(seen) == fast.config.n_layers
 
 
 def test_attention_weights_are_returned_and_respect_the_mask(tiny_model_kwargs: dict) -> None:
