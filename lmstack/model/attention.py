@@ -146,21 +146,24 @@ def sdpa(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    bias: torch.Tensor | None,
-    dropout: float,
-    causal: bool,
-    gqa: bool,
+    bias: torch.Tensor | None = None,
+    dropout: float = 0.0,
+    causal: bool = False,
+    gqa: bool = False,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """`F.scaled_dot_product_attention`, except under CPU autocast, where it runs in float32: torch 2.13's bf16
     flash-attention backward on the CPU is ~6x slower than its fp32 one at small head sizes (22 vs 3.5 ms per
     layer for 16 x 4 heads x 128 tokens x 32 dims), so the fp32 kernel makes a bf16 training step ~19 % faster
-    (docs/log.md, 2026-12-01 fifth session). The projections around it stay in bf16."""
+    (docs/log.md, 2026-12-01 fifth session). The projections around it stay in bf16. `T5Attention` uses it too."""
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
             q, k, v = q.float(), k.float(), v.float()
             bias = bias.float() if bias is not None and bias.is_floating_point() else bias
-            return F.scaled_dot_product_attention(q, k, v, bias, dropout, causal, enable_gqa=gqa)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, bias, dropout, causal, scale=scale, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal, scale=scale, enable_gqa=gqa
+    )
 
 
 def reference_attention(

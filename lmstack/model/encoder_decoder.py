@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmstack.model.attention import position_bias
+from lmstack.model.attention import position_bias, sdpa
 from lmstack.model.cache import EncoderCache, KVCache
 from lmstack.model.config import ModelConfig
 from lmstack.model.ffn import build_ffn
@@ -62,7 +62,7 @@ class T5Attention(nn.Module):
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) queries over k, v (B, H, S, hd) with bias (B, 1 or H, T, S) -> (B, T, D)."""
         B, T, _ = x.shape
-        out = F.scaled_dot_product_attention(self.heads(self.q_proj(x)), k, v, attn_mask=bias, scale=1.0)
+        out = sdpa(self.heads(self.q_proj(x)), k, v, bias, scale=1.0)  # fp32 under CPU autocast (attention.sdpa)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmstack.generate import ContiguousKVCache, SamplingParams, generate
 from lmstack.model import ModelConfig, Transformer
@@ -134,3 +135,22 @@ def test_encoder_decoder_config_is_validated() -> None:
         ModelConfig(n_decoder_layers=2)  # an encoder-decoder without T5 buckets
     with pytest.raises(ValueError, match="encoder_ids"):
         EncoderDecoder(ModelConfig(n_decoder_layers=1, position="t5", ffn="relu"))(torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_cpu_autocast_attends_in_float32(pair: tuple, monkeypatch) -> None:
+    """T5's attention goes through `attention.sdpa` too: under CPU bf16 autocast the kernel sees float32 inputs
+    (its bf16 backward is slow) and the loss stays within bf16 rounding of the fp32 loss."""
+    _, ours = pair
+    seen: list[torch.dtype] = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        F, "scaled_dot_product_attention", lambda q, *a, **k: (seen.append(q.dtype), real(q, *a, **k))[1]
+    )
+    src, mask, labels = _batch()
+    args = dict(targets=labels, encoder_ids=src, encoder_positions=_positions(mask))
+    with torch.no_grad():
+        full = ours(shift_right(labels, 0), **args).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = ours(shift_right(labels, 0), **args).loss
+    assert seen and set(seen) == {torch.float32}
+    torch.testing.assert_close(low.float(), full, atol=5e-2, rtol=2e-2)
