@@ -7,7 +7,7 @@ Attention(Q, K, V) = softmax(Q K^T / sqrt(hd) + bias) V  (Vaswani et al. 2017). 
 
 The mask comes from positions alone (see `lmstack/model/cache.py`): query at p reads key at q iff q >= 0,
 q <= p (causal) and p - q < window. Padded queries (p = -1) read every slot so softmax never sees an all -inf
-row (their outputs are garbage and ignored). Two paths compute the same thing, tied by tests:
+row (their outputs are garbage and ignored). Three paths compute the same thing, tied by tests:
   - "sdpa": `torch.nn.functional.scaled_dot_product_attention` (fused; `is_causal=True` and no mask tensor when
     nothing but causality constrains the scores: no cache, default positions, no ALiBi, window >= T); under
     CPU autocast it attends in float32 (`sdpa` below: torch's bf16 CPU kernel has a slow backward)
@@ -18,6 +18,7 @@ Left out: cross-attention, attention sinks, differential attention, multi-latent
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -156,14 +157,14 @@ def sdpa(
     flash-attention backward on the CPU is ~6x slower than its fp32 one at small head sizes (22 vs 3.5 ms per
     layer for 16 x 4 heads x 128 tokens x 32 dims), so the fp32 kernel makes a bf16 training step ~19 % faster
     (docs/log.md, 2026-12-01 fifth session). The projections around it stay in bf16. `T5Attention` uses it too."""
-    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        with torch.autocast("cpu", enabled=False):
-            q, k, v = q.float(), k.float(), v.float()
-            bias = bias.float() if bias is not None and bias.is_floating_point() else bias
-            return F.scaled_dot_product_attention(q, k, v, bias, dropout, causal, scale=scale, enable_gqa=gqa)
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal, scale=scale, enable_gqa=gqa
-    )
+    upcast = q.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    if upcast:
+        q, k, v = q.float(), k.float(), v.float()
+        bias = bias.float() if bias is not None and bias.is_floating_point() else bias
+    with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():  # else autocast casts back
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal, scale=scale, enable_gqa=gqa
+        )
 
 
 def reference_attention(
