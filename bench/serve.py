@@ -384,14 +384,15 @@ def throughput_table(traces: dict[str, list[Trace]], reqs: list[Req]) -> str:
     return table(head, rows)
 
 
-def waste_table(waste: list[tuple], max_seq_len: int) -> str:
+def waste_table(waste: list[tuple], max_seq_len: int, block_size: int) -> str:
     alloc, used, reserved = (sum(w[k] for w in waste) for k in range(3))
     max_len = max_seq_len * sum(w[3] for w in waste)
-    other = {bs: sum(-(-n // bs) * bs for w in waste for n in w[4]) for bs in (8, 32)}  # same lengths, other blocks
+    others = [bs for bs in (8, 16, 32) if bs != block_size]
+    other = {bs: sum(-(-n // bs) * bs for w in waste for n in w[4]) for bs in others}  # same lengths, other blocks
     return table(["allocation", "waste"], [
-        ["paged, 16-token blocks (this engine, measured)", f"{(alloc - used) / alloc:.1%}"],
-        ["paged, 8-token blocks (same sequence lengths)", f"{(other[8] - used) / other[8]:.1%}"],
-        ["paged, 32-token blocks (same sequence lengths)", f"{(other[32] - used) / other[32]:.1%}"],
+        [f"paged, {block_size}-token blocks (this engine, measured)", f"{(alloc - used) / alloc:.1%}"],
+        *[[f"paged, {bs}-token blocks (same sequence lengths)", f"{(other[bs] - used) / other[bs]:.1%}"]
+          for bs in others],
         ["contiguous, prompt + max_new_tokens per request (generate's cache)", f"{(reserved - used) / reserved:.1%}"],
         [f"contiguous, max_seq_len ({max_seq_len}) per request", f"{(max_len - used) / max_len:.1%}"],
     ])  # fmt: skip
@@ -428,7 +429,7 @@ def main() -> None:
     trace, waste = run_engine(engine, reqs)
     traces["(a') the same engine in-process (no HTTP)"] = [trace]
     parts += ["\n### KV-cache memory waste on that workload ((allocated - used) / allocated, over all steps)\n",
-              waste_table(waste, model.config.max_seq_len)]  # fmt: skip
+              waste_table(waste, model.config.max_seq_len, engine.config.block_size)]  # fmt: skip
     publish()
     parts += ["\n### Prefix caching: requests sharing a 1,000-token system prompt (+20 own tokens), one at a time\n",
               table(["prefix caching", "TTFT first request s", "TTFT later requests (median) s", "hit rate"],

@@ -43,7 +43,7 @@ from lmstack.serve.sequence import Sequence
 class EngineConfig:
     kv_cache_bytes: int = 1 << 30  # KV-cache memory budget in bytes, preallocated as blocks
     num_blocks: int = 0  # exact number of KV blocks, null block included (0 = from kv_cache_bytes)
-    block_size: int = 16  # tokens per KV block
+    block_size: int = 8  # tokens per KV block (8: half the last-block waste of 16 at no measured cost on CPU)
     max_num_seqs: int = 64  # sequences running at once
     max_num_batched_tokens: int = 512  # token budget of one step (prefill chunks + decodes)
     max_prefill_chunk: int = 0  # most prompt tokens one sequence computes per step (0 = the whole budget)

@@ -36,7 +36,7 @@ from lmstack.serve.sequence import FINISHED, RUNNING, WAITING, Sequence
 @dataclass
 class SchedulerConfig:
     num_blocks: int  # blocks in the pool, the null block included
-    block_size: int = 16  # tokens per KV block
+    block_size: int = 8  # tokens per KV block
     max_num_seqs: int = 64  # sequences running at once
     max_num_batched_tokens: int = 512  # token budget of one step (prefill chunks + decodes)
     max_prefill_chunk: int = 0  # most tokens one sequence computes in a step (0 = the whole budget)

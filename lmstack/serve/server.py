@@ -52,7 +52,7 @@ class ServeConfig:
     device: str = "auto"  # auto | cpu | cuda[:N] | mps
     dtype: str = ""  # float32 | bfloat16 | float16; "" = the model's own
     kv_cache_bytes: int = 1 << 30  # KV-cache memory budget in bytes, preallocated as blocks
-    block_size: int = 16  # tokens per KV block
+    block_size: int = 8  # tokens per KV block (8: half the last-block waste of 16 at no measured cost on CPU)
     max_num_seqs: int = 64  # sequences running at once
     max_num_batched_tokens: int = 512  # token budget of one engine step (prefill chunks + decodes)
     chunked_prefill: bool = True  # split long prompts over steps so running streams are not stalled
