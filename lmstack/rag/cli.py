@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmstack.common.log import info
-from lmstack.rag.hybrid import RERANK_FUSIONS, RERANK_WEIGHT
+from lmstack.rag.hybrid import DENSE_WEIGHT, FUSIONS, RERANK_FUSIONS, RERANK_WEIGHT
 
 ACTIONS = ("index", "query", "ask", "eval")
 
@@ -42,6 +42,8 @@ class RagConfig:
     overwrite: bool = False  # index: replace an existing collection
     batch_size: int = 32  # index: texts per embedding batch
     mode: str = "hybrid"  # query/ask: bm25 | dense | hybrid
+    fusion: str = "convex"  # query/ask/eval: how hybrid merges BM25 and dense: convex (normalized scores) | rrf
+    dense_weight: float = DENSE_WEIGHT  # query/ask/eval: convex fusion's weight on dense (BM25's: 1 - it)
     k: int = 3  # query/ask: hits returned (the sources given to the model: a 135M model copes with ~3)
     where: str = ""  # query/ask: metadata filter as JSON, e.g. {"path": "library/*"}
     rerank: str = "none"  # query/ask: none | cross-encoder | llm
@@ -67,11 +69,13 @@ class RagConfig:
             raise ValueError(f'rag {action}: give the text, e.g. lmstack rag {action} "How do I read a file?"')
         for name, allowed in [("mode", ("bm25", "dense", "hybrid")), ("rerank", ("none", "cross-encoder", "llm")),
                               ("expand", ("none", "hyde", "rewrite")),
-                              ("rerank_fusion", RERANK_FUSIONS)]:  # fmt: skip
+                              ("rerank_fusion", RERANK_FUSIONS), ("fusion", FUSIONS)]:  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name}={getattr(self, name)!r}; expected one of {list(allowed)}")
         if self.rerank_weight < 0:
             raise ValueError(f"--rerank_weight={self.rerank_weight} must be >= 0")
+        if not 0 <= self.dense_weight <= 1:
+            raise ValueError(f"--dense_weight={self.dense_weight} must be in [0, 1]")
         if self.rerank_candidates <= 0:
             raise ValueError(f"--rerank_candidates={self.rerank_candidates}: expected a positive number of hits")
         if self.k <= 0:
@@ -150,7 +154,7 @@ def make_retriever(cfg: RagConfig, index, lm=None):
         expander = HyDE(*lm()) if cfg.expand == "hyde" else QueryRewriter(*lm())
     return Retriever(index, cfg.mode, cfg.k, reranker=reranker, expander=expander,
                      rerank_candidates=cfg.rerank_candidates, rerank_fusion=cfg.rerank_fusion,
-                     rerank_weight=cfg.rerank_weight)  # fmt: skip
+                     rerank_weight=cfg.rerank_weight, fusion=cfg.fusion, dense_weight=cfg.dense_weight)  # fmt: skip
 
 
 def _lazy_model(spec: str):

@@ -1,10 +1,11 @@
 """`lmstack rag eval`: retrieval and answer quality on the shipped question sets (eval_sets.py).
 
 Retrieval: each set's gold passages form a collection (chunked like any collection; a passage is found when any
-of its chunks is); every question is searched by BM25, dense, hybrid (RRF) and hybrid + cross-encoder rerank, and
-scored by recall@1/5/10, MRR@10 and nDCG@10 (one relevant passage per question, so nDCG@10 = 1 / log2(1 + rank)).
-The reranker reorders hybrid's top `--rerank_candidates` chunks (default 20), so it can lift a passage that
-hybrid ranked 11th-20th into the top 10; "hybrid+rerank (rrf)" fuses its order with BM25's and dense's instead.
+of its chunks is); every question is searched by BM25, dense, hybrid fused by RRF ("hybrid (rrf)"), hybrid fused
+by `--fusion` (default convex) and that hybrid + cross-encoder rerank, and scored by recall@1/5/10, MRR@10 and
+nDCG@10 (one relevant passage per question, so nDCG@10 = 1 / log2(1 + rank)). The reranker reorders hybrid's top
+`--rerank_candidates` chunks (default 20), so it can lift a passage that hybrid ranked 11th-20th into the top 10
+("hybrid+rerank": its order replaces hybrid's); "hybrid+rerank (rrf)" fuses its order with hybrid's own lists.
 
 Answers (the local model, greedy; a sample of `answers` questions per set, as generation is the slow part):
 - FAQ: exact match and token F1 (SQuAD normalization) against the reference first paragraph, citation precision
@@ -35,7 +36,7 @@ import numpy as np
 from lmstack.common.log import info, progress
 from lmstack.rag.documents import Document
 from lmstack.rag.eval_sets import QAItem, faq_pairs, squad_items
-from lmstack.rag.hybrid import RERANK_WEIGHT
+from lmstack.rag.hybrid import DENSE_WEIGHT, RERANK_WEIGHT
 
 PAYLOAD = "PWNED"
 HOSTILE = [
@@ -119,21 +120,25 @@ class Memo:
 
 def evaluate_retrieval(
     items: list[QAItem], index, ids: dict[str, str], reranker=None, rerank_candidates: int = 20, candidates: int = 10,
-    rerank_weight: float = RERANK_WEIGHT,
+    rerank_weight: float = RERANK_WEIGHT, fusion: str = "convex", dense_weight: float = DENSE_WEIGHT,
 ):  # fmt: skip
     from lmstack.rag.retriever import Retriever
 
+    hybrid = {"fusion": fusion, "dense_weight": dense_weight}
     modes = {
         "bm25": Retriever(index, "bm25", k=candidates, candidates=50),
         "dense": Retriever(index, "dense", k=candidates, candidates=50),
-        "hybrid": Retriever(index, "hybrid", k=candidates, candidates=50),
+        "hybrid (rrf)": Retriever(index, "hybrid", k=candidates, candidates=50, fusion="rrf"),
+        "hybrid": Retriever(index, "hybrid", k=candidates, candidates=50, **hybrid),
     }
+    if fusion == "rrf":
+        del modes["hybrid (rrf)"]  # the same row twice
     if reranker is not None:
         reranker = Memo(reranker)  # both rerank rows score each (question, passage) once
-        for name, fusion in (("hybrid+rerank", "replace"), ("hybrid+rerank (rrf)", "rrf")):
+        for name, rerank_fusion in (("hybrid+rerank", "replace"), ("hybrid+rerank (rrf)", "rrf")):
             modes[name] = Retriever(index, "hybrid", k=10, candidates=50, reranker=reranker,
-                                    rerank_candidates=rerank_candidates, rerank_fusion=fusion,
-                                    rerank_weight=rerank_weight)  # fmt: skip
+                                    rerank_candidates=rerank_candidates, rerank_fusion=rerank_fusion,
+                                    rerank_weight=rerank_weight, **hybrid)  # fmt: skip
     results, timing = {}, {}
     for name, retriever in modes.items():
         ranks, t0 = [], time.perf_counter()
@@ -160,7 +165,8 @@ def evaluate_answers(faq, squad, faq_index, faq_ids, squad_index, lm, cfg, reran
 
     def retriever(index) -> Retriever:  # what `lmstack rag ask` would build with these options
         return Retriever(index, "hybrid", k=3, reranker=reranker, rerank_candidates=cfg.rerank_candidates,
-                         rerank_fusion=cfg.rerank_fusion, rerank_weight=cfg.rerank_weight)  # fmt: skip
+                         rerank_fusion=cfg.rerank_fusion, rerank_weight=cfg.rerank_weight, fusion=cfg.fusion,
+                         dense_weight=cfg.dense_weight)  # fmt: skip
 
     rf = retriever(faq_index)
     ems, f1s, precisions, answered = [], [], [], []
@@ -266,7 +272,8 @@ def run_eval(cfg) -> int:
             index, ids = collection(items, Path(tmp) / name, cfg.embedder)
             indexes[name] = (index, ids)
             res, ms = evaluate_retrieval(items, index, ids, reranker, cfg.rerank_candidates,
-                                         rerank_weight=cfg.rerank_weight)  # fmt: skip
+                                         rerank_weight=cfg.rerank_weight, fusion=cfg.fusion,
+                                         dense_weight=cfg.dense_weight)  # fmt: skip
             report["retrieval"][name], report["latency_ms"][name], report["sizes"][name] = res, ms, len(items)
             (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
         plot(report["retrieval"], out / "retrieval.png")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lmstack.rag import Index, IndexSettings, Retriever, load_documents
-from lmstack.rag.hybrid import reciprocal_rank_fusion
+from lmstack.rag.hybrid import convex_combination, reciprocal_rank_fusion
 
 QUESTION = "How do I read a file line by line?"
 
@@ -30,7 +30,8 @@ def test_round_trip_and_retrieval_modes(index: Index, minilm) -> None:
         assert hits[0].text == source[hits[0].start : hits[0].end]  # citations point at exact spans
         assert mode in hits[0].scores or mode == "hybrid"
     hybrid = Retriever(again, "hybrid", k=3).retrieve(QUESTION)[0]
-    assert {"bm25", "dense", "rrf"} <= set(hybrid.scores)
+    assert {"bm25", "dense", "convex"} <= set(hybrid.scores)  # convex fusion is the default
+    assert {"bm25", "dense", "rrf"} <= set(Retriever(again, "hybrid", k=3, fusion="rrf").retrieve(QUESTION)[0].scores)
 
 
 def test_filters_and_deletes(index: Index, minilm) -> None:
@@ -85,13 +86,36 @@ class Reverse:
         return [float(i) for i in range(len(passages))]  # the last candidate scores highest
 
 
+def test_convex_combination_by_hand(index: Index) -> None:
+    bm25, dense = [(1, 9.0), (2, 5.0), (3, 1.0)], [(2, 0.9), (3, 0.5), (4, 0.1)]
+    fused = dict(convex_combination([bm25, dense], [0.3, 0.7]))  # min-max per list, 0 where a list lacks the id
+    assert fused == pytest.approx({1: 0.3, 2: 0.3 * 0.5 + 0.7, 3: 0.7 * 0.5, 4: 0.0})
+    assert convex_combination([[(7, 2.0), (8, 2.0)]], [1.0]) == [(7, 1.0), (8, 1.0)]  # all equal: each gets 1
+    with pytest.raises(ValueError, match="convex weights"):
+        convex_combination([bm25, dense], [1.0])
+    for weight in (0.5, 0.8):  # the retriever's hybrid ranks exactly by it, over both retrievers' candidates
+        hits = Retriever(index, "hybrid", k=6, dense_weight=weight).retrieve(QUESTION)
+        lists = [index.bm25_search(QUESTION, 50), index.dense_search(QUESTION, 50)]
+        expected = convex_combination(lists, [1 - weight, weight])[:6]
+        assert [h.id for h in hits] == [i for i, _ in expected]
+        assert [h.scores["convex"] for h in hits] == pytest.approx([f for _, f in expected])
+    with pytest.raises(ValueError, match="fusion"):
+        Retriever(index, fusion="mean")
+    with pytest.raises(ValueError, match="dense_weight"):
+        Retriever(index, dense_weight=1.5)
+
+
 def test_rerank_replaces_or_fuses_the_first_stage_order(index: Index) -> None:
     first = [h.id for h in Retriever(index, "hybrid", k=6, rerank_candidates=6).retrieve(QUESTION)]
     replaced = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="replace")
     replaced = replaced.retrieve(QUESTION)
     assert [h.id for h in replaced] == first[::-1]
+    convex = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf")
+    expected = reciprocal_rank_fusion([first, first[::-1]], 60, [1, 0.5])  # the convex order votes once
+    assert [h.id for h in convex.retrieve(QUESTION)] == [i for i, _ in expected]
+    first = [h.id for h in Retriever(index, "hybrid", k=6, rerank_candidates=6, fusion="rrf").retrieve(QUESTION)]
     fused = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf",
-                      rerank_weight=1.0)  # fmt: skip
+                      rerank_weight=1.0, fusion="rrf")  # fmt: skip
     hits = fused.retrieve(QUESTION)
     bm25 = [i for i, _ in index.bm25_search(QUESTION, 50) if i in first]  # each retriever's own order of the
     dense = [i for i, _ in index.dense_search(QUESTION, 50) if i in first]  # candidates votes, then the reranker's
@@ -101,7 +125,8 @@ def test_rerank_replaces_or_fuses_the_first_stage_order(index: Index) -> None:
     top = hits[0].id
     want = 1 / (60 + rank(bm25, top)) + 1 / (60 + rank(dense, top)) + 1 / (60 + 6 - first.index(top))
     assert hits[0].scores["rerank_rrf"] == pytest.approx(want) and hits[0].scores["rerank"] == first.index(top)
-    half = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf")  # weight 0.5
+    half = Retriever(index, "hybrid", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf",
+                     fusion="rrf")  # weight 0.5  # fmt: skip
     expected = reciprocal_rank_fusion([bm25, dense, first[::-1]], 60, [1, 1, 0.5])
     assert [h.id for h in half.retrieve(QUESTION)] == [i for i, _ in expected]
     dense = Retriever(index, "dense", k=6, reranker=Reverse(), rerank_candidates=6, rerank_fusion="rrf",

@@ -34,6 +34,8 @@ def test_index_and_query_a_folder(folder, tmp_path, capsys) -> None:
         (["rag", "query", "x", "--index=/nonexistent/coll"], "no collection"),
         (["rag", "query", "x", "--rerank_candidates=0"], "--rerank_candidates=0"),
         (["rag", "query", "x", "--rerank_fusion=mean"], "--rerank_fusion"),
+        (["rag", "query", "x", "--fusion=max"], "--fusion"),
+        (["rag", "query", "x", "--dense_weight=2"], "--dense_weight=2.0"),
     ],
 )
 def test_errors_name_the_problem(argv, message, capsys) -> None:
