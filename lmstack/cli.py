@@ -61,6 +61,9 @@ COMMANDS: dict[str, Command] = {
     "rag-train-reranker": Command(
         "lmstack.rag.train_reranker", "TrainRerankerConfig", "main", "train the cross-encoder on mined pairs"
     ),
+    "rag-doc2query": Command(
+        "lmstack.rag.doc2query", "Doc2QueryConfig", "main", "write the question each passage answers (reranker data)"
+    ),
 }
 
 

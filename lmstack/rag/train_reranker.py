@@ -14,15 +14,18 @@ the mined labels say which passage is right, the teacher how close the others ar
 (Pointwise binary cross-entropy, Nogueira & Cho 2019, was tried first: with 1 positive per 3 negatives and a few
 hundred steps it collapsed to predicting the 25% prior for every pair; the group softmax always pushes the positive
 above its own negatives, so it cannot.)
+With `--queries=FILE` (from `lmstack rag-doc2query`), the local model's questions about passages join the mined
+queries, each with its passage as the positive and negatives mined the same way: question-shaped queries, which
+neither headings nor sentences are.
 Documents matching `exclude` (the FAQ pages, our evaluation questions) are never mined. Passages are chunk text
 without titles: a first version put "document > section heading" on top of each passage, and a heading query then
 matched its positive by string (a shortcut that trained fine and ranked FAQ answers no better than chance).
 
-    lmstack rag train-reranker --index=runs/rag/pydocs --out_dir=runs/rag/reranker --steps=200
+    lmstack rag-train-reranker --index=runs/rag/pydocs --out_dir=runs/rag/reranker --steps=200
 
 AdamW, linear warmup then linear decay, gradient clipping; metrics.jsonl in out_dir; Ctrl-C / SIGTERM saves the
-current weights and exits 130. Left out: exact resume of an interrupted run, LLM-generated queries (doc2query),
-distillation from a bigger reranker (none ships offline).
+current weights and exits 130. Left out: exact resume of an interrupted run, distillation from a bigger reranker
+(none ships offline).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import torch.nn.functional as F
 from lmstack.common.log import JsonlLogger, info, progress
 from lmstack.common.signals import interruptible
 from lmstack.rag.bm25 import analyze
+from lmstack.rag.doc2query import read_questions
 from lmstack.rag.index import Index
 from lmstack.rag.reranker import CrossEncoder
 
@@ -52,6 +56,7 @@ class TrainRerankerConfig:
     out_dir: str = ""  # where the trained reranker is saved (default: <index>/reranker)
     init: str = "all-minilm-l6-v2"  # BERT weights to start from, or a reranker saved by this recipe to continue
     exclude: str = "faq/*"  # glob of document paths never mined (keep evaluation questions out)
+    queries: str = ""  # doc2query questions (JSON lines from `lmstack rag-doc2query`), added to the mined pairs
     pairs: int = 2000  # queries mined (half headings, half inverse cloze)
     steps: int = 200  # optimizer steps
     batch_queries: int = 4  # queries per step; each brings 1 positive + hard_negatives + 1 random passage
@@ -86,7 +91,8 @@ class Example:
 
 
 def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
-    """Heading and inverse-cloze queries with BM25 hard negatives (see the module docstring)."""
+    """Heading and inverse-cloze queries (and doc2query questions when `cfg.queries` names a file) with hard
+    negatives (see the module docstring)."""
     rng = random.Random(cfg.seed)
     excluded = set(index.store.ids_where({"path": cfg.exclude}).tolist()) if cfg.exclude else set()
     ids = [i for i in index.store.ids_where(None).tolist() if i not in excluded]
@@ -106,21 +112,31 @@ def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
                 continue
             s = rng.choice(sentences)
             query, positive = s.strip(), c.text.replace(s, " ")
-        if not positive.strip():
-            continue
-        negatives: list[int] = []
-        for count, search in ((cfg.hard_negatives, index.bm25_search), (cfg.dense_negatives, index.dense_search)):
-            if count == 0:
-                continue
-            hard = [h for h, _ in search(query, 20) if h not in excluded and h not in negatives]
-            hard = [h for h in hard if (ch := index.get([h])) and (ch[0].path, ch[0].title) != (c.path, c.title)]
-            negatives += rng.sample(hard, min(count, len(hard)))
-        negatives.append(rng.choice(ids))
-        texts = [x.text for x in index.get(list(dict.fromkeys(negatives))) if x.id != c.id]
-        out.append(Example(query, [positive, *texts], [1.0] + [0.0] * len(texts)))
+        if positive.strip():
+            out.append(with_negatives(index, cfg, query, positive, c, excluded, ids, rng))
+    if cfg.queries:
+        questions = {i: q for i, q in read_questions(cfg.queries).items() if i not in excluded}
+        for c in index.get(list(questions)):
+            out.append(with_negatives(index, cfg, questions[c.id], c.text, c, excluded, ids, rng))
+        info(f"{len(questions)} doc2query questions from {cfg.queries}")
     if cfg.distill > 0:
         teach(index, out)
     return out
+
+
+def with_negatives(index: Index, cfg, query: str, positive: str, chunk, excluded, ids, rng) -> Example:
+    """An example for `query`: `positive`, then BM25 and dense negatives from outside the chunk's own section and
+    one random chunk."""
+    negatives: list[int] = []
+    for count, search in ((cfg.hard_negatives, index.bm25_search), (cfg.dense_negatives, index.dense_search)):
+        if count == 0:
+            continue
+        hard = [h for h, _ in search(query, 20) if h not in excluded and h not in negatives]
+        hard = [h for h in hard if (ch := index.get([h])) and (ch[0].path, ch[0].title) != (chunk.path, chunk.title)]
+        negatives += rng.sample(hard, min(count, len(hard)))
+    negatives.append(rng.choice(ids))
+    texts = [x.text for x in index.get(list(dict.fromkeys(negatives))) if x.id != chunk.id]
+    return Example(query, [positive, *texts], [1.0] + [0.0] * len(texts))
 
 
 def teach(index: Index, examples: list[Example]) -> None:
