@@ -1,5 +1,6 @@
 """Retrieval-augmented generation: chunk a collection, index it sparse (BM25) and dense (MiniLM on our BERT) with
-exact / IVF / IVF-PQ / HNSW vector indexes, fuse (convex combination or RRF), rerank, and answer with verified citations (docs/rag.md).
+exact / IVF / IVF-PQ / HNSW vector indexes, fuse (convex combination or RRF), rerank, and answer with verified
+citations (docs/rag.md).
 
     from lmstack.rag import Index, Retriever, answer, load_documents
     index = Index.create("runs/rag/notes"); index.add_documents(load_documents("~/notes")); index.save()
