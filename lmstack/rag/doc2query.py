@@ -78,17 +78,22 @@ def passage_ids(index, cfg: Doc2QueryConfig) -> list[int]:
     return ids[: cfg.passages]
 
 
-def read_questions(path: str | Path) -> dict[int, str]:
-    """chunk id -> question from a doc2query file (lines whose question did not parse are skipped)."""
-    out: dict[int, str] = {}
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a doc2query file; a broken line is named (file and line number)."""
+    rows = []
     for n, line in enumerate(Path(path).expanduser().read_text().splitlines(), 1):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not a JSON line ({e.msg})") from None
-        if row.get("query"):
-            out[int(row["id"])] = str(row["query"])
-    return out
+            rows.append({"id": int(row["id"]), "query": row.get("query")})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            expected = '{"id": chunk id, "query": text or null}'
+            raise ValueError(f"{path}:{n}: not a doc2query line ({e}); expected {expected}") from None
+    return rows
+
+
+def read_questions(path: str | Path) -> dict[int, str]:
+    """chunk id -> question from a doc2query file (lines whose question did not parse are skipped)."""
+    return {row["id"]: str(row["query"]) for row in read_rows(path) if row["query"]}
 
 
 def main(cfg: Doc2QueryConfig) -> int:
@@ -99,7 +104,7 @@ def main(cfg: Doc2QueryConfig) -> int:
 
     index = Index.open(Path(cfg.index).expanduser())
     out = Path(cfg.out).expanduser()
-    done = {json.loads(line)["id"] for line in out.read_text().splitlines()} if out.is_file() else set()
+    done = {row["id"] for row in read_rows(out)} if out.is_file() else set()
     todo = [i for i in passage_ids(index, cfg) if i not in done]
     info(f"doc2query: {len(done)} passages done, {len(todo)} to go -> {out}")
     if not todo:

@@ -46,6 +46,7 @@ from lmstack.rag.bm25 import analyze
 from lmstack.rag.doc2query import read_questions
 from lmstack.rag.index import Index
 from lmstack.rag.reranker import CrossEncoder
+from lmstack.rag.store import StoredChunk
 
 SENTENCE = re.compile(r"[^.!?\n]{30,300}[.!?]")
 
@@ -124,7 +125,16 @@ def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
     return out
 
 
-def with_negatives(index: Index, cfg, query: str, positive: str, chunk, excluded, ids, rng) -> Example:
+def with_negatives(
+    index: Index,
+    cfg: TrainRerankerConfig,
+    query: str,
+    positive: str,
+    chunk: StoredChunk,
+    excluded: set[int],
+    ids: list[int],
+    rng: random.Random,
+) -> Example:
     """An example for `query`: `positive`, then BM25 and dense negatives from outside the chunk's own section and
     one random chunk."""
     negatives: list[int] = []

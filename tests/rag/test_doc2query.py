@@ -35,7 +35,10 @@ def test_read_questions_names_the_bad_line(tmp_path) -> None:
     path.write_text('{"id": 3, "query": "How to read a file?"}\n{"id": 4, "query": null}\n')
     assert read_questions(path) == {3: "How to read a file?"}
     path.write_text('{"id": 3, "query": "How to read a file?"}\n{"id": 4, \n')
-    with pytest.raises(ValueError, match=r"q\.jsonl:2: not a JSON line"):
+    with pytest.raises(ValueError, match=r"q\.jsonl:2: not a doc2query line"):
+        read_questions(path)
+    path.write_text('{"query": "How to read a file?"}\n')
+    with pytest.raises(ValueError, match=r"q\.jsonl:1: not a doc2query line"):
         read_questions(path)
     with pytest.raises(ValueError, match="--index"):
         Doc2QueryConfig(out=str(path))
