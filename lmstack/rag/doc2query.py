@@ -70,10 +70,15 @@ def parse_question(text: str) -> str | None:
     return candidate.rstrip("?") + "?"
 
 
+def eligible_ids(index, exclude: str) -> tuple[list[int], set[int]]:
+    """(chunk ids that training data may come from, the ids excluded by the `exclude` path glob)."""
+    excluded = set(index.store.ids_where({"path": exclude}).tolist()) if exclude else set()
+    return [i for i in index.store.ids_where(None).tolist() if i not in excluded], excluded
+
+
 def passage_ids(index, cfg: Doc2QueryConfig) -> list[int]:
     """The seeded sample of chunk ids the questions are written for (FAQ-style exclusions removed)."""
-    excluded = set(index.store.ids_where({"path": cfg.exclude}).tolist()) if cfg.exclude else set()
-    ids = [i for i in index.store.ids_where(None).tolist() if i not in excluded]
+    ids, _ = eligible_ids(index, cfg.exclude)
     random.Random(cfg.seed).shuffle(ids)
     return ids[: cfg.passages]
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from lmstack.common.log import JsonlLogger, info, progress
 from lmstack.common.signals import interruptible
 from lmstack.rag.bm25 import analyze
-from lmstack.rag.doc2query import read_questions
+from lmstack.rag.doc2query import eligible_ids, read_questions
 from lmstack.rag.index import Index
 from lmstack.rag.reranker import CrossEncoder
 from lmstack.rag.store import StoredChunk
@@ -95,8 +95,7 @@ def mine(index: Index, cfg: TrainRerankerConfig) -> list[Example]:
     """Heading and inverse-cloze queries (and doc2query questions when `cfg.queries` names a file) with hard
     negatives (see the module docstring)."""
     rng = random.Random(cfg.seed)
-    excluded = set(index.store.ids_where({"path": cfg.exclude}).tolist()) if cfg.exclude else set()
-    ids = [i for i in index.store.ids_where(None).tolist() if i not in excluded]
+    ids, excluded = eligible_ids(index, cfg.exclude)
     rng.shuffle(ids)
     chunks = {c.id: c for c in index.get(ids[: cfg.pairs * 2])}
     out: list[Example] = []

@@ -64,9 +64,8 @@ def test_smollm2_writes_questions_that_train_the_reranker(folder, tmp_path) -> N
     assert questions, f"SmolLM2 wrote no parseable question: {[r['raw'] for r in rows]}"
     train = TrainRerankerConfig(index=str(tmp_path / "ix"), out_dir=str(tmp_path / "ce"), pairs=2, steps=1,
                                 batch_queries=2, hard_negatives=1, max_length=48, queries=str(out))  # fmt: skip
-    examples = mine(index, train)
-    generated = [e for e in examples if e.query in questions.values()]
-    assert len(generated) == len(questions)
+    generated = mine(index, train)[-len(questions) :]  # after the mined pairs, one example per question
     chunks = {c.id: c.text for c in index.get(list(questions))}
-    assert all(e.passages[0] == chunks[i] for i, q in questions.items() for e in generated if e.query == q)
+    assert {e.query: e.passages[0] for e in generated} == {q: chunks[i] for i, q in questions.items()}
+    assert all(e.labels == [1.0] + [0.0] * (len(e.passages) - 1) for e in generated)
     assert train_main(train) == 0
