@@ -263,17 +263,25 @@ class FastForward:
         biases: list[SharedBias],
     ) -> torch.Tensor:
         B, T, _ = h.shape
-        if len(w.qkv) == 1:
-            q, k, v = w.qkv[0](h).split(self.split, dim=-1)
+        H, Hkv = self.H, self.Hkv
+        if len(w.qkv) == 1 and w.q_norm is None:  # the fused q|k|v row as heads: one view, one rotation of q|k
+            heads = w.qkv[0](h).view(B, T, H + 2 * Hkv, self.hd).transpose(1, 2)  # (B, H + 2 Hkv, T, hd)
+            qk, v = heads[:, : H + Hkv], heads[:, H + Hkv :]
+            if rope is not None:  # elementwise per head: rotating q and k together gives the same values
+                qk = apply_rope_signed(qk, *rope)
+            q, k = qk[:, :H], qk[:, H:]
         else:
-            q, k, v = (p(h) for p in w.qkv)
-        q = q.view(B, T, self.H, self.hd).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, self.Hkv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = v.view(B, T, self.Hkv, self.hd).transpose(1, 2)
-        if w.q_norm is not None:
-            q, k = w.q_norm(q), w.k_norm(k)
-        if rope is not None:
-            q, k = apply_rope_signed(q, *rope), apply_rope_signed(k, *rope)
+            if len(w.qkv) == 1:
+                q, k, v = w.qkv[0](h).split(self.split, dim=-1)
+            else:
+                q, k, v = (p(h) for p in w.qkv)
+            q = q.view(B, T, H, self.hd).transpose(1, 2)  # (B, H, T, hd)
+            k = k.view(B, T, Hkv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+            v = v.view(B, T, Hkv, self.hd).transpose(1, 2)
+            if w.q_norm is not None:
+                q, k = w.q_norm(q), w.k_norm(k)
+            if rope is not None:
+                q, k = apply_rope_signed(q, *rope), apply_rope_signed(k, *rope)
         if len(segments) == 1 and (segments[0].rows, segments[0].tokens) == (B, T):  # a plain batch
             out = self._sdpa(w, q, k, v, positions, segments[0].cache, biases[0])
             return w.o(out.transpose(1, 2).reshape(B, T, self.H * self.hd))  # (B, T, D)

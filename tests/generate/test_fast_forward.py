@@ -66,6 +66,19 @@ def test_fast_forward_equals_the_model(name, layout, tiny_model):
         torch.testing.assert_close(fast(ids, pos, cache, last_only=True), want[0][:, -1:], **tol)
 
 
+@pytest.mark.parametrize("name", ["llama-gqa", "partial-rope-yarn", "none"])
+def test_fused_heads_rotate_q_and_k_in_one_call_bit_for_bit(name, tiny_model):
+    """With q|k|v fused, the projection's output is viewed as heads once and q, k are rotated together; the
+    per-tensor path (split, three views, two rotations) gives the same bits."""
+    model = decode_layout(tiny_model(sharpen=True, **VARIANTS[name]))
+    want = run(FastForward.of(model), model)
+    per_tensor = FastForward.of(model)
+    for w in per_tensor.layers:  # an identity QK-norm sends every layer down the per-tensor path
+        w.q_norm = w.k_norm = lambda t: t
+    for got, ref in zip(run(per_tensor, model), want):
+        assert torch.equal(got, ref)
+
+
 def test_layout_keeps_values_saves_and_trains_the_same(tiny_model, tmp_path):
     model, twin = tiny_model(), tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
