@@ -55,7 +55,9 @@ ROUNDS = 2 if QUICK else 3
 
 # variant -> (cache directory, `lmstack quantize` flags); None: the float model itself, in the given dtype.
 # The int4 rows keep the LM head in floating point (tied to the bf16 embedding: no extra memory); quantizing the
-# tied head too costs SmolLM2 ~15% perplexity at 4 bits (docs/quant.md).
+# tied head too costs SmolLM2 ~15% perplexity at 4 bits (docs/quant.md). "int8 head" quantizes it to int8 per
+# channel instead, and the input embedding reads that int8 table (`--head_bits 8`, lmstack/quant/embedding.py), as
+# the int8 row does by default.
 INT4 = ["--bits=4", "--group_size=32", "--sym=false", "--head=false"]
 VARIANTS: dict[str, tuple[str, list[str]] | None] = {
     "fp32": None,
@@ -70,6 +72,8 @@ VARIANTS: dict[str, tuple[str, list[str]] | None] = {
     "int4 AWQ (g32 asym)": ("awq-g32-asym-nohead", ["--method=awq", *INT4]),
     "int4 RTN (g32, float zero)": ("rtn-g32-fz-nohead", ["--method=rtn", "--float_zero=true", *INT4]),
     "int4 GPTQ (g32, float zero)": ("gptq-g32-fz-nohead", ["--method=gptq", "--float_zero=true", *INT4]),
+    "int4 RTN (g32, float zero), int8 head": ("rtn-g32-fz-h8",
+        ["--method=rtn", "--float_zero=true", *INT4[:-1], "--head_bits=8"]),
     "NF4 (double quant)": ("nf4", ["--method=nf4"]),
 }  # fmt: skip
 GPTQ_ROW = "int4 GPTQ (g32 asym, act-order, mse, float target)"

@@ -21,10 +21,10 @@ one call: the projections and the FFN see all their tokens as one (1, N) row, at
 Covered: pre-norm decoders (RMSNorm or LayerNorm; RoPE, learned, sinusoidal, ALiBi or no positions; MHA, GQA,
 MQA; biases; QK-norm; sliding windows; SwiGLU or GELU FFN; tied or untied head) in eval mode, built only from
 the modules listed in `KNOWN` and without hooks; `QuantLinear` projections (lmstack.quant) run their own fused
-kernels. Anything else (mixtures of experts, post-norm, encoders, LoRA or NF4 layers, torch.compile'd or
-wrapped models, training mode) makes `FastForward.of` return None
-and the caller runs `model(...)` as before. A new `ModelConfig` field that changes the forward must be added
-here too, or be refused in `FastForward.of` (the parity tests cover each variant).
+kernels, a `QuantEmbedding` (an int8 table shared with the head) its own lookup. Anything else (mixtures of
+experts, post-norm, encoders, LoRA or NF4 layers, torch.compile'd or wrapped models, training mode) makes
+`FastForward.of` return None and the caller runs `model(...)` as before. A new `ModelConfig` field that changes
+the forward must be added here too, or be refused in `FastForward.of` (the parity tests cover each variant).
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ from lmstack.model.ffn import GeluMLP, SwiGLU
 from lmstack.model.norms import LayerNorm, RMSNorm
 from lmstack.model.positions import RotaryEmbedding, apply_rope_signed, sinusoidal
 from lmstack.model.transformer import Block, Transformer, check_ids, check_learned_positions
+from lmstack.quant.embedding import QuantEmbedding
 from lmstack.quant.linear import QuantLinear, concat_rows
 
 KNOWN = (Transformer, Block, Attention, RMSNorm, LayerNorm, SwiGLU, GeluMLP, RotaryEmbedding, nn.ModuleList,
-         nn.Linear, nn.Embedding, nn.Dropout, nn.Identity, QuantLinear)  # fmt: skip
+         nn.Linear, nn.Embedding, nn.Dropout, nn.Identity, QuantLinear, QuantEmbedding)  # fmt: skip
 Linear = tuple[torch.Tensor, torch.Tensor | None]  # (weight (out, in), bias (out,) or None)
 Proj = Callable[[torch.Tensor], torch.Tensor]  # (..., in) -> (..., out)
 Logits = Callable[[torch.Tensor, torch.Tensor, KVCache, bool], torch.Tensor]
@@ -236,7 +237,8 @@ class FastForward:
         m, cfg = self.model, self.cfg
         B, T = input_ids.shape
         check_ids(input_ids, cfg.vocab_size)
-        x = F.embedding(input_ids, m.embed.weight)  # (B, T, D)
+        quantized = type(m.embed) is QuantEmbedding  # an int8 table shared with the head (lmstack.quant.embedding)
+        x = m.embed(input_ids) if quantized else F.embedding(input_ids, m.embed.weight)  # (B, T, D)
         if m.pos_embed is not None:
             check_learned_positions(positions, cfg.max_seq_len)
             x = x + F.embedding(positions.clamp(min=0), m.pos_embed.weight)

@@ -18,6 +18,12 @@ SmoothQuant W8A8 model, whose activations are quantized at run time too):
                             "desc_act": false, "checkpoint_format": "gptq", "lm_head": true,
                             "meta": {"quantizer": "lmstack", "method": "awq", ...}}
 
+A head quantized on its own grid (`--head_bits 8` beside 4-bit blocks) is described the way GPTQModel describes
+per-module settings, `"dynamic": {"+:lm_head": {"bits": 8, "group_size": -1, "sym": true}}` (a regex over
+checkpoint prefixes; `layer_spec`). `"meta": {"embedding": "lm_head"}` marks a tied model whose input embedding
+reads that int8 head's table (`embedding.py`): the file still holds `embed_tokens.weight`, the same values in
+`dtype`, for loaders that do not share it; lmstack's loader does not load it.
+
 This is the layout AutoGPTQ / GPTQModel write and `transformers` reads (with a GPTQ backend installed), so
 GPTQ kernels elsewhere can run these files. RTN, GPTQ and AWQ results all fit it: each is a group-wise integer
 grid; AWQ's scales are already folded into the norms / previous layers, which are stored as ordinary float
@@ -34,6 +40,7 @@ Errors name the tensor or field. Left out: GPT-2's fused c_attn layout, the AWQ 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,7 @@ from lmstack.model.hf import config_to_hf, hf_family, state_dict_from_hf, state_
 from lmstack.model.hf_names import rename
 from lmstack.model.save_target import SAVED_BY, check_save_target, remove_stale_weights
 from lmstack.model.transformer import DTYPES, Transformer
+from lmstack.quant.embedding import QuantEmbedding, can_share_table
 from lmstack.quant.linear import QuantLinear, replace_linear
 from lmstack.quant.packing import GPTQ_SUFFIXES, from_gptq_tensors, gptq_tensors
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec
@@ -83,6 +91,22 @@ def quantization_config(spec: QuantSpec, head: bool, meta: dict[str, Any]) -> di
     return qc
 
 
+def dynamic_entry(spec: QuantSpec) -> dict[str, Any]:
+    """A `quantization_config.dynamic` value: the fields in which one module's grid differs from the rest."""
+    return {"bits": spec.bits, "group_size": spec.group_size, "sym": spec.sym}
+
+
+def layer_spec(qc: dict[str, Any], prefix: str, where: str) -> QuantSpec:
+    """The grid of the layer stored under `prefix`: the config's, with the first matching `dynamic` override
+    ({"+:<regex>": {bits, group_size, sym}}, GPTQModel's per-module format; "-:" entries mean "not quantized")."""
+    for key, override in (qc.get("dynamic") or {}).items():
+        if key.startswith("-:"):
+            continue
+        if re.fullmatch(key.removeprefix("+:"), prefix):
+            return spec_from_config({**qc, **override}, f"{where} (dynamic {key!r})")
+    return spec_from_config(qc, where)
+
+
 def save_quantized(
     model: Transformer,
     qweights: dict[str, Any],
@@ -115,14 +139,19 @@ def save_quantized(
         for name, q in qweights.items():
             out.update(nf4_tensors(_hf_prefix(name, family), q, dtype))
     else:
-        specs = {qw.spec for qw in qweights.values()}
+        specs = {qw.spec for name, qw in qweights.items() if name != "lm_head"} or {qweights["lm_head"].spec}
         if len(specs) != 1:
-            raise ValueError(f"all quantized layers must share one bits/group_size/sym setting, got {specs}")
+            raise ValueError(f"all quantized block layers must share one bits/group_size/sym setting, got {specs}")
         spec = specs.pop()
         qc = quantization_config(spec, "lm_head" in qweights, meta or {})
+        if "lm_head" in qweights and qweights["lm_head"].spec != spec:  # --head_bits: GPTQModel's per-module override
+            head = qweights["lm_head"].spec
+            if head.float_zero:
+                raise ValueError("a head with its own grid must not use --float_zero")
+            qc["dynamic"] = {f"+:{re.escape(_hf_prefix('lm_head', family))}": dynamic_entry(head)}
         for name, qw in qweights.items():
             prefix = _hf_prefix(name, family)
-            for suffix, t in gptq_tensors(qw.q, qw.scales, qw.zeros, qw.g_idx, spec.bits).items():
+            for suffix, t in gptq_tensors(qw.q, qw.scales, qw.zeros, qw.g_idx, qw.spec.bits).items():
                 out[f"{prefix}.{suffix}"] = t.cpu().contiguous()
     config = config_to_hf(ModelConfig.from_dict({**cfg.to_dict(), "dtype": dtype}))
     config["quantization_config"] = qc
@@ -161,7 +190,7 @@ def gptq_layers(
     tensors: dict[str, torch.Tensor], qc: dict[str, Any], model: nn.Module, our_name: Any, kernel: str
 ) -> dict[str, tuple[str, nn.Module]]:
     """{our name: (checkpoint prefix, QuantLinear)} for every GPTQ layer in `tensors` (their tensors are popped)."""
-    spec = spec_from_config(qc, "config.json")
+    spec_from_config(qc, "config.json")  # the config itself is valid before any layer is read
     act_quant = (qc.get("meta") or {}).get("act_quant") == "int8-per-token"  # SmoothQuant W8A8
     layers = {}
     for prefix in sorted({k.removesuffix(".qweight") for k in tensors if k.endswith(".qweight")}):
@@ -169,6 +198,7 @@ def gptq_layers(
         layer = model.get_submodule(name) if name is not None else None
         if not isinstance(layer, nn.Linear):
             raise ValueError(f"quantized tensor {prefix}.qweight does not belong to a linear layer of this model")
+        spec = layer_spec(qc, prefix, "config.json")
         needed = ("qweight", "mins" if spec.float_zero else "qzeros", "scales")
         missing = [f"{prefix}.{s}" for s in needed if f"{prefix}.{s}" not in tensors]
         if missing:
@@ -214,7 +244,14 @@ def load_quantized(
     for name, (_, layer) in layers.items():
         sd.pop(f"{name}.weight", None)
         replace_linear(model, name, layer.to(device))
-    quantized = {id(layer) for _, layer in layers.values()}
+    shared = (qc.get("meta") or {}).get("embedding") == "lm_head"
+    if shared:  # the input embedding reads the int8 head's table (embedding.py); the saved float copy is not kept
+        if "lm_head" not in layers or not can_share_table(model.lm_head):
+            raise ValueError("config.json: quantization_config.meta.embedding='lm_head' needs an 8-bit per-channel "
+                             "quantized lm_head in the checkpoint")  # fmt: skip
+        model.embed = QuantEmbedding(model.lm_head, DTYPES[cfg.dtype])
+        sd.pop("embed.weight", None)
+    quantized = {id(layer) for _, layer in layers.values()} | ({id(model.embed)} if shared else set())
     for module in model.modules():  # materialise everything still on the meta device
         if id(module) not in quantized:
             module.to_empty(device=device, recurse=False)

@@ -33,6 +33,7 @@ from lmstack.common.atomic import atomic_dir, atomic_write_text
 from lmstack.common.config import config_to_dict
 from lmstack.common.log import info, progress
 from lmstack.common.signals import interruptible
+from lmstack.model.transformer import DTYPES
 from lmstack.quant.rtn import QuantizedWeight, QuantSpec
 
 METHODS = ("rtn", "gptq", "awq", "smoothquant", "nf4")
@@ -51,6 +52,10 @@ class QuantizeConfig:
     sym: bool = True  # symmetric grid (fixed zero point); false = a zero point per group
     float_zero: bool = False  # with --sym=false: each group's zero point is its fp16 minimum (llama.cpp Q4_1, HQQ)
     head: bool = True  # quantize the LM head too (a tied embedding table stays in --dtype); nf4 never does
+    head_bits: int = 0  # bits of the LM head: 0 = --bits; 8 with --bits 4 = an int8 per-channel head (4-bit models)
+    # tied embeddings + an 8-bit per-channel head (rtn, gptq): the input embedding reads the head's int8 table
+    # instead of keeping a float copy (`embedding.py`); false keeps the float table
+    shared_table: bool = True
     act_order: bool = False  # gptq: quantize columns by decreasing Hessian diagonal (GPTQ's desc_act)
     damp: float = 0.01  # gptq: dampening added to the Hessian diagonal, as a fraction of its mean
     true_sequential: bool = True  # gptq: calibrate o / gate-up / down on the outputs of the already quantized stages
@@ -75,6 +80,12 @@ class QuantizeConfig:
             raise ValueError(f"--method={self.method!r}: expected one of {', '.join(METHODS)}")
         self.bits = self.bits or (8 if self.method == "smoothquant" else 4)
         QuantSpec(self.bits, self.group_size or -1, self.sym, self.float_zero)  # validates, naming the flag
+        if self.head_bits not in (0, self.bits, 8):
+            raise ValueError(f"--head_bits={self.head_bits}: expected 0 (= --bits) or 8")
+        if self.head_bits == 8 != self.bits and self.method in ("nf4", "smoothquant"):
+            raise ValueError(f"--head_bits=8: --method {self.method} quantizes every layer alike; leave --head_bits 0")
+        if self.head_bits and not self.head:
+            raise ValueError("--head_bits: the head is not quantized (--head=false); drop one of the two")
         if self.method == "smoothquant" and (self.bits, self.group_size, self.sym) not in ((8, 0, True), (8, -1, True)):
             raise ValueError(
                 "--method smoothquant quantizes to symmetric per-channel int8: use --bits 8 "
@@ -95,6 +106,13 @@ class QuantizeConfig:
     @property
     def spec(self) -> QuantSpec:
         return QuantSpec(self.bits, self.group_size, self.sym, self.float_zero)
+
+    @property
+    def head_spec(self) -> QuantSpec:
+        """The LM head's grid: the blocks' unless --head_bits 8 asks for symmetric int8 per channel."""
+        if self.head_bits in (0, self.bits):
+            return self.spec
+        return QuantSpec(8, -1, True)
 
 
 def pick_group_size(bits: int, widths: set[int]) -> int:
@@ -135,7 +153,7 @@ def quantize_head(
         from lmstack.quant.gptq import gptq_quantize
 
         w = stats.float_target(model.lm_head.weight, cfg.damp)
-        return gptq_quantize(w, stats.hessian, cfg.spec, cfg.damp, cfg.act_order, where="lm_head", mse=cfg.mse)
+        return gptq_quantize(w, stats.hessian, cfg.head_spec, cfg.damp, cfg.act_order, where="lm_head", mse=cfg.mse)
     pre_norm = not isinstance(model.norm, torch.nn.Identity)
     target = (model.norm, "norm") if pre_norm else None
     if cfg.method == "smoothquant":
@@ -145,8 +163,8 @@ def quantize_head(
         return quantize_weight(model.lm_head, "lm_head")
     from lmstack.quant.awq import quantize_layer, scale_stage
 
-    stats = scale_stage([model.lm_head], stats, target, cfg.spec)
-    return quantize_layer(model.lm_head, stats, cfg.spec, "lm_head")
+    stats = scale_stage([model.lm_head], stats, target, cfg.head_spec)
+    return quantize_layer(model.lm_head, stats, cfg.head_spec, "lm_head")
 
 
 def heldout_ppl(model: Any, tok: Any, cfg: QuantizeConfig) -> dict[str, float] | None:
@@ -197,7 +215,7 @@ def load_partial(cfg: QuantizeConfig, model: Any) -> tuple[dict[str, QuantizedWe
     if not (d / "state.json").is_file():
         raise FileNotFoundError(f"--resume: no partial state at {d} (it is written when a run is interrupted)")
     state = json.loads((d / "state.json").read_text())
-    same = ("model", "method", "bits", "group_size", "sym", "float_zero", "head", "act_order", "damp",
+    same = ("model", "method", "bits", "group_size", "sym", "float_zero", "head", "head_bits", "act_order", "damp",
             "true_sequential", "mse", "fp_target", "alpha", "calib", "calib_samples", "calib_seq_len",
             "batch_size", "seed")  # fmt: skip
     defaults = {f.name: f.default for f in fields(QuantizeConfig)}  # options added since the state was written
@@ -272,7 +290,8 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     widths = {model.get_submodule(n).in_features for n in names}
     cfg.group_size = cfg.group_size or pick_group_size(cfg.bits, widths)
     for name in names if cfg.method != "nf4" else ():  # the group size must divide every width: fail before slow work
-        cfg.spec.groups(model.get_submodule(name).in_features, where=name)
+        (cfg.head_spec if name == "lm_head" else cfg.spec).groups(model.get_submodule(name).in_features, where=name)
+    tied = "lm_head" in names and model.lm_head.weight is model.embed.weight
     if "lm_head" in names:
         untie_head(model)
     qweights: dict[str, QuantizedWeight] = {}
@@ -284,7 +303,8 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
         if cfg.method == "rtn":
             from lmstack.quant.rtn import quantize_rtn
 
-            qweights = {n: quantize_rtn(model.get_submodule(n).weight, cfg.spec, n, cfg.mse) for n in names}
+            spec = lambda n: cfg.head_spec if n == "lm_head" else cfg.spec  # noqa: E731
+            qweights = {n: quantize_rtn(model.get_submodule(n).weight, spec(n), n, cfg.mse) for n in names}
         elif cfg.method == "nf4":
             from lmstack.quant.nf4 import quantize_nf4
 
@@ -302,8 +322,17 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     act_quant = cfg.method == "smoothquant"
     if act_quant:
         meta.update(act_quant="int8-per-token", alpha=cfg.alpha)
+    shared = cfg.shared_table and tied and cfg.method in ("rtn", "gptq") and cfg.head_spec == QuantSpec(8, -1, True)
+    if shared:  # the saved float table holds the head's int8 values, for loaders that do not share it
+        meta["embedding"] = "lm_head"  # lmstack's loader: the input embedding reads the head's int8 table
+        qw, dt = qweights["lm_head"], DTYPES[cfg.dtype]  # the values `QuantEmbedding` looks up in that dtype
+        model.embed.weight.data = ((qw.q.to(dt) - qw.zeros.to(dt)) * qw.scales.to(dt)).float()
     save_quantized(model, qweights, out, tokenizer=tok, meta=meta, dtype=cfg.dtype, overwrite=cfg.overwrite)
     apply_quantized(model, qweights, act_quant=act_quant)
+    if shared:
+        from lmstack.quant.embedding import QuantEmbedding
+
+        model.embed = QuantEmbedding(model.lm_head, model.embed.weight.dtype)
     after = heldout_ppl(model, tok, cfg)
     report = {"config": config_to_dict(cfg), "quantize_s": round(quant_s, 2), "layers": len(qweights),
               "ppl_before": before, "ppl_after": after}  # fmt: skip

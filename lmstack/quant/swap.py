@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmstack.quant.embedding import QuantEmbedding
 from lmstack.quant.linear import QuantLinear, replace_linear
 from lmstack.quant.rtn import QuantizedWeight
 
@@ -67,6 +68,13 @@ def dequantize_model(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn
                     lin.bias.copy_(layer.bias)
             lin.requires_grad_(False)
             replace_linear(model, name, lin.to(next(layer.buffers()).device))
+    embed = getattr(model, "embed", None)
+    if isinstance(embed, QuantEmbedding):  # the int8 table it shared with the head, as a float table again
+        table = embed(torch.arange(embed.num_embeddings, device=embed.table.device))
+        model.embed = nn.Embedding.from_pretrained(table, freeze=True)
+        head = getattr(model, "lm_head", None)
+        if isinstance(head, nn.Linear) and head.weight.dtype == table.dtype and torch.equal(head.weight, table):
+            model.embed.weight = head.weight  # tied again: the same values, one tensor
     return model
 
 
