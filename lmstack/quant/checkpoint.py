@@ -148,7 +148,8 @@ def save_quantized(
             head = qweights["lm_head"].spec
             if head.float_zero:
                 raise ValueError("a head with its own grid must not use --float_zero")
-            qc["dynamic"] = {f"+:{re.escape(_hf_prefix('lm_head', family))}": dynamic_entry(head)}
+            entry = dynamic_entry(head) | ({"zero_point": "int"} if spec.float_zero else {})  # not inherited
+            qc["dynamic"] = {f"+:{re.escape(_hf_prefix('lm_head', family))}": entry}
         for name, qw in qweights.items():
             prefix = _hf_prefix(name, family)
             for suffix, t in gptq_tensors(qw.q, qw.scales, qw.zeros, qw.g_idx, qw.spec.bits).items():

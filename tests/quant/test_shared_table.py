@@ -50,19 +50,25 @@ def test_only_an_int8_per_channel_head_can_share(spec: QuantSpec) -> None:
             QuantEmbedding(head, torch.float32)
 
 
-@pytest.mark.parametrize("method", ["rtn", "gptq"])
-def test_head_bits_8_shares_the_table_and_reloads(tmp_path: Path, tiny_model_dir: Path, calib_file: Path, method):
+@pytest.mark.parametrize("method,grid", [("rtn", {}), ("gptq", {}), ("rtn", dict(sym=False, float_zero=True))],
+                         ids=["rtn", "gptq", "rtn-float-zero"])  # fmt: skip
+def test_head_bits_8_shares_the_table_and_reloads(
+    tmp_path: Path, tiny_model_dir: Path, calib_file: Path, method: str, grid: dict
+) -> None:
     from lmstack.quant.quantize import quantize
 
-    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "shared", method=method, head_bits=8))
-    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "float", method=method, head_bits=8, shared_table=False))
+    kw = dict(method=method, head_bits=8, **grid)
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "shared", **kw))
+    quantize(_cfg(tiny_model_dir, calib_file, tmp_path / "float", shared_table=False, **kw))
     shared, _ = load_model(tmp_path / "shared")
     separate, _ = load_model(tmp_path / "float")
     assert isinstance(shared.embed, QuantEmbedding) and type(separate.embed) is torch.nn.Embedding
     assert shared.lm_head.spec == QuantSpec(8, -1, True) and shared.blocks[0].attn.q_proj.spec.bits == 4
     assert shared.embed.table.data_ptr() == shared.lm_head.weight.data_ptr()
     qc = json.loads((tmp_path / "shared" / "config.json").read_text())["quantization_config"]
-    assert qc["bits"] == 4 and qc["dynamic"] == {"+:lm_head": {"bits": 8, "group_size": -1, "sym": True}}
+    head = {"bits": 8, "group_size": -1, "sym": True} | ({"zero_point": "int"} if grid else {})  # not the blocks'
+    assert qc["bits"] == 4 and qc["dynamic"] == {"+:lm_head": head}
+    assert shared.blocks[0].attn.q_proj.spec.float_zero == bool(grid)
     assert qc["meta"]["embedding"] == "lm_head"
     # the saved float table (for loaders that do not share) holds exactly the values the lookups give
     saved = load_file(tmp_path / "shared" / "model.safetensors")["model.embed_tokens.weight"]
