@@ -52,7 +52,9 @@ class QuantizeConfig:
     sym: bool = True  # symmetric grid (fixed zero point); false = a zero point per group
     float_zero: bool = False  # with --sym=false: each group's zero point is its fp16 minimum (llama.cpp Q4_1, HQQ)
     head: bool = True  # quantize the LM head too (a tied embedding table stays in --dtype); nf4 never does
-    head_bits: int = 0  # bits of the LM head: 0 = --bits; 8 with --bits 4 = an int8 per-channel head (4-bit models)
+    # bits of the LM head: 8 = int8 per channel; 0 = auto: 8 for 4-bit rtn / gptq / awq (a 4-bit head costs ~15 %
+    # perplexity on SmolLM2; llama.cpp too keeps its output layer finer), else --bits
+    head_bits: int = 0
     # tied embeddings + an 8-bit per-channel head (rtn, gptq): the input embedding reads the head's int8 table
     # instead of keeping a float copy (`embedding.py`); false keeps the float table
     shared_table: bool = True
@@ -81,11 +83,13 @@ class QuantizeConfig:
         self.bits = self.bits or (8 if self.method == "smoothquant" else 4)
         QuantSpec(self.bits, self.group_size or -1, self.sym, self.float_zero)  # validates, naming the flag
         if self.head_bits not in (0, self.bits, 8):
-            raise ValueError(f"--head_bits={self.head_bits}: expected 0 (= --bits) or 8")
+            raise ValueError(f"--head_bits={self.head_bits}: expected 0 (auto), {self.bits} (= --bits) or 8")
         if self.head_bits == 8 != self.bits and self.method in ("nf4", "smoothquant"):
             raise ValueError(f"--head_bits=8: --method {self.method} quantizes every layer alike; leave --head_bits 0")
         if self.head_bits and not self.head:
             raise ValueError("--head_bits: the head is not quantized (--head=false); drop one of the two")
+        if not self.head_bits:
+            self.head_bits = 8 if self.bits == 4 and self.method in ("rtn", "gptq", "awq") and self.head else self.bits
         if self.method == "smoothquant" and (self.bits, self.group_size, self.sym) not in ((8, 0, True), (8, -1, True)):
             raise ValueError(
                 "--method smoothquant quantizes to symmetric per-channel int8: use --bits 8 "
@@ -110,7 +114,7 @@ class QuantizeConfig:
     @property
     def head_spec(self) -> QuantSpec:
         """The LM head's grid: the blocks' unless --head_bits 8 asks for symmetric int8 per channel."""
-        if self.head_bits in (0, self.bits):
+        if self.head_bits == self.bits:
             return self.spec
         return QuantSpec(8, -1, True)
 

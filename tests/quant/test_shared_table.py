@@ -132,10 +132,22 @@ def test_shared_table_needs_an_int8_head_in_the_checkpoint(tmp_path: Path, tiny_
     from lmstack.quant.quantize import quantize
 
     out = tmp_path / "q"
-    quantize(_cfg(tiny_model_dir, calib_file, out, method="rtn", bits=4))  # a 4-bit head: nothing shared
+    quantize(_cfg(tiny_model_dir, calib_file, out, method="rtn", bits=4, head_bits=4))  # 4-bit head: nothing shared
     cfg = json.loads((out / "config.json").read_text())
     assert "embedding" not in cfg["quantization_config"]["meta"]
     cfg["quantization_config"]["meta"]["embedding"] = "lm_head"
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="meta.embedding='lm_head' needs an 8-bit per-channel"):
         load_model(out)
+
+
+@pytest.mark.parametrize(
+    "kw,head_bits",
+    [(dict(method="rtn", bits=4), 8), (dict(method="gptq"), 8), (dict(method="awq", bits=4), 8),
+     (dict(method="rtn", bits=4, head=False), 4), (dict(method="rtn", bits=8), 8), (dict(method="nf4"), 4),
+     (dict(method="smoothquant"), 8), (dict(method="rtn", bits=4, head_bits=4), 4)],
+)  # fmt: skip
+def test_a_4_bit_run_quantizes_the_head_to_8_bits_by_default(kw: dict, head_bits: int) -> None:
+    from lmstack.quant.quantize import QuantizeConfig
+
+    assert QuantizeConfig(out_dir="x", **kw).head_bits == head_bits
