@@ -139,6 +139,9 @@ def test_quantized_dir_converts_to_float_and_gguf(tmp_path: Path, tiny_model_dir
                 "--dtype=float32"]) == 0  # fmt: skip
     assert cli(["convert", f"--from={q}", f"--to={tmp_path / 'float'}"]) == 0
     assert cli(["convert", f"--from={q}", f"--to={tmp_path / 'q.gguf'}", "--gguf_type=f32"]) == 0
+    # the default 4-bit recipe: an int8 head whose table the embedding shares, exported tied again (one tensor)
+    assert type(load_model(q)[0].embed).__name__ == "QuantEmbedding"
+    assert "output.weight" not in {t.name for t in gguf.GGUFReader(tmp_path / "q.gguf").tensors}
     ids = torch.randint(0, 300, (1, 10))
     want = dequantize_model(load_model(q)[0])
     with torch.no_grad():
