@@ -3,9 +3,10 @@
 Claim (issue 10's "what still separates us from llama.cpp, with its cause"): a batch-1 decode step opens one
 OpenMP parallel region per matrix product (~120 for SmolLM2-135M). Under `OMP_WAIT_POLICY=PASSIVE` (what
 the benchmarks and `make` use here, for steady training on shared cores) the second thread sleeps between
-regions and every region pays for waking it. llama.cpp (built with OpenMP, so it reads the same variables) is
-hit hardest, because that wake-up is most of its step; `transformers` and lmstack, whose steps hold more other
-work, less. A bounded spin (`GOMP_SPINCOUNT`, libgomp's busy-wait before sleeping) removes most of it.
+regions and every region pays for waking it. llama.cpp is built with OpenMP, so it reads the same variables. The
+question is whether that cost separates the engines or taxes them alike: each runs once under PASSIVE and once
+under a bounded spin (`GOMP_SPINCOUNT`, libgomp's busy-wait before a thread sleeps), and the ratios between
+engines are compared under both.
 
 Method: for each policy, a fresh process per engine run (the policy is read once, when the OpenMP runtime
 loads), policies alternating over rounds; llama.cpp via `llama-bench -p 0 -n 64 -t 2` on the Q4_1 GGUF that
@@ -35,7 +36,8 @@ SPIN = "30000"  # busy-wait iterations a libgomp thread spends on an empty queue
 POLICIES = {"PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}, f"GOMP_SPINCOUNT={SPIN}": {"GOMP_SPINCOUNT": SPIN}}
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
 CACHE = lmstack_home() / "bench" / "quant" / "smollm2-135m"
-OURS = {"lmstack fp32": ("", "float32"), "lmstack int4 (g32 float zero, int8 head)": ("rtn-g32-fz-h8", None)}
+INT4 = "lmstack int4 (g32 float zero, int8 head)"
+OURS = {"lmstack fp32": ("", "float32"), INT4: ("rtn-g32-fz-h8", None)}
 
 CHILD = """
 import json, sys, time, statistics, torch
@@ -103,7 +105,7 @@ def main() -> None:
         p, s = statistics.median(by[passive]), statistics.median(by[spin])
         rows.append([engine, f"{p:.1f}", f"{s:.1f}", f"{s / p:.2f}"])
     q4 = {lab: statistics.median(speeds["llama.cpp Q4_1"][lab]) for lab in POLICIES}
-    ours = {lab: statistics.median(speeds[list(OURS)[1]][lab]) for lab in POLICIES}
+    ours = {lab: statistics.median(speeds[INT4][lab]) for lab in POLICIES}
     hf = {lab: statistics.median(speeds["transformers fp32"][lab]) for lab in POLICIES}
     md = [
         "### Batch-1 decode under two OpenMP wait policies (SmolLM2-135M, 2 threads, tokens/s)\n",

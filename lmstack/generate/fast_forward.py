@@ -173,6 +173,12 @@ def _dense(w: torch.Tensor, b: torch.Tensor | None, packed: torch.Tensor | None 
     return product
 
 
+def _lookup(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The token lookup as a plain function: `F.embedding` on an nn.Embedding's table, or a `QuantEmbedding`'s own
+    `forward` (rows of an int8 table shared with the head, lmstack.quant.embedding)."""
+    return m.forward if type(m) is QuantEmbedding else lambda ids: F.embedding(ids, m.weight)
+
+
 def _proj(m: nn.Module) -> Proj:
     """The projection as a plain function: `F.linear` on an nn.Linear's tensors (or its packed copy), or a
     `QuantLinear`'s own `forward` (its fused int4 / int8 kernel) without the module call around it."""
@@ -191,6 +197,7 @@ class FastForward:
         self.split = [cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim]
         self.layers = [self._layer(b) for b in model.blocks]
         self.head = _proj(model.lm_head)
+        self.embed = _lookup(model.embed)
 
     def _layer(self, block: Block) -> LayerWeights:
         a, f = block.attn, block.ffn
@@ -237,8 +244,7 @@ class FastForward:
         m, cfg = self.model, self.cfg
         B, T = input_ids.shape
         check_ids(input_ids, cfg.vocab_size)
-        quantized = type(m.embed) is QuantEmbedding  # an int8 table shared with the head (lmstack.quant.embedding)
-        x = m.embed(input_ids) if quantized else F.embedding(input_ids, m.embed.weight)  # (B, T, D)
+        x = self.embed(input_ids)  # (B, T, D)
         if m.pos_embed is not None:
             check_learned_positions(positions, cfg.max_seq_len)
             x = x + F.embedding(positions.clamp(min=0), m.pos_embed.weight)

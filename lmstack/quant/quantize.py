@@ -327,15 +327,16 @@ def quantize(cfg: QuantizeConfig) -> dict[str, Any]:
     if act_quant:
         meta.update(act_quant="int8-per-token", alpha=cfg.alpha)
     shared = cfg.shared_table and tied and cfg.method in ("rtn", "gptq") and cfg.head_spec == QuantSpec(8, -1, True)
-    if shared:  # the saved float table holds the head's int8 values, for loaders that do not share it
+    if shared:  # the saved float table holds what the reloaded lookups give, for loaders that do not share it
+        from lmstack.quant.embedding import QuantEmbedding
+        from lmstack.quant.linear import QuantLinear
+
         meta["embedding"] = "lm_head"  # lmstack's loader: the input embedding reads the head's int8 table
-        qw, dt = qweights["lm_head"], DTYPES[cfg.dtype]  # the values `QuantEmbedding` looks up in that dtype
-        model.embed.weight.data = ((qw.q.to(dt) - qw.zeros.to(dt)) * qw.scales.to(dt)).float()
+        lookup = QuantEmbedding(QuantLinear(qweights["lm_head"]), DTYPES[cfg.dtype])
+        model.embed.weight.data = lookup(torch.arange(lookup.num_embeddings)).float()
     save_quantized(model, qweights, out, tokenizer=tok, meta=meta, dtype=cfg.dtype, overwrite=cfg.overwrite)
     apply_quantized(model, qweights, act_quant=act_quant)
     if shared:
-        from lmstack.quant.embedding import QuantEmbedding
-
         model.embed = QuantEmbedding(model.lm_head, model.embed.weight.dtype)
     after = heldout_ppl(model, tok, cfg)
     report = {"config": config_to_dict(cfg), "quantize_s": round(quant_s, 2), "layers": len(qweights),
