@@ -26,9 +26,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # llama_cpp.py
 from bench.report import table, write_section  # noqa: E402
 from lmstack.generate import ContiguousKVCache, GenerationStats, SamplingParams, generate  # noqa: E402
 from lmstack.generate.fast_forward import decode_layout  # noqa: E402
+from lmstack.generate.native_decode import read_once  # noqa: E402
 from lmstack.model import Transformer  # noqa: E402
 
 THREADS = 2
@@ -113,6 +115,77 @@ def decode_speed(ours: Transformer, hf: object, B: int, n_new: int, reps: int) -
     o, h = B * n_new / statistics.median(wall["ours"]), B * n_new / statistics.median(wall["hf"])
     spread = f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
     return [B, round(o, 1), round(h, 1), spread, round(cpu_ratio, 2), "yes" if same else "NO"]
+
+
+def decode_ms(run, reps_new: int = 64) -> float:
+    """Milliseconds per decode step: (a run making 1 + reps_new tokens - a run making 1) / reps_new, so the
+    prefill and per-call setup cancel out."""
+    return (timed(run, 1 + reps_new)[0] - timed(run, 1)[0]) / reps_new * 1e3
+
+
+def step_yardsticks(ours: Transformer, hf: object, rounds: int) -> list[list[object]]:
+    """SmolLM2-135M fp32, batch 1, decode steps only (32-token prompt): the C step (what `generate` runs), the
+    PyTorch step (`LMSTACK_NATIVE=0`: `FastForward`), `transformers`, llama.cpp F32 on the same weights (when the
+    quantization benchmark has built it and written the GGUF), and the memory floor: the time two threads take to
+    read every weight once. Interleaved rounds; medians."""
+    from lmstack.generate import native_decode
+
+    prompt = torch.randint(3, ours.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(1))
+
+    def ours_run(n: int) -> None:
+        generate(ours, prompt.tolist(), SamplingParams(max_new_tokens=n, temperature=0, ignore_eos=True))
+
+    def pytorch_run(n: int) -> None:
+        os.environ["LMSTACK_NATIVE"] = "0"
+        native_decode.library.cache_clear()
+        try:
+            ours_run(n)
+        finally:
+            del os.environ["LMSTACK_NATIVE"]
+            native_decode.library.cache_clear()
+
+    def hf_run(n: int) -> None:
+        with torch.inference_mode():
+            hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                        do_sample=False, pad_token_id=0)  # fmt: skip
+
+    weights = list({p.data_ptr(): p.detach().contiguous() for p in hf.parameters()}.values())  # tied: once
+    gguf = Path(os.environ.get("LMSTACK_HOME", Path.home() / ".cache/lmstack")) / "bench/quant/smollm2-135m"
+    llama = None
+    try:
+        from llama_cpp import binaries, root
+
+        built = [b for b in (root() / "build", root() / "build-noamx") if (b / ".complete").exists()]
+        if built and (gguf / "model-f32.gguf").exists():
+            llama = binaries(built[-1])["llama-bench"]
+    except ImportError:
+        pass
+
+    def llama_run() -> float:
+        cmd = [str(llama), "-m", str(gguf / "model-f32.gguf"), "-p", "0", "-n", "64", "-t", str(THREADS), "-o", "json"]
+        import json
+        import subprocess
+
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        return 1e3 / json.loads(done.stdout)[0]["avg_ts"]
+
+    sides = {"lmstack, C step": lambda: decode_ms(ours_run), "lmstack, PyTorch step": lambda: decode_ms(pytorch_run),
+             "transformers": lambda: decode_ms(hf_run),
+             "memory floor (read every weight once)": lambda: read_once(weights, THREADS)[0] * 1e3}  # fmt: skip
+    if llama is not None:
+        sides["llama.cpp F32 (llama-bench -n 64)"] = llama_run
+    for fn in sides.values():  # warm-up (and the native library built)
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for r in range(rounds):
+        for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+            times[name].append(sides[name]())
+    hf_ms = statistics.median(times["transformers"])
+    rows = []
+    for name, ts in times.items():
+        ms = statistics.median(ts)
+        rows.append([name, round(ms, 1), round(1e3 / ms, 1), f"{hf_ms / ms:.2f}x"])
+    return rows
 
 
 def cache_curve(model: Transformer, lengths: list[int], reps: int) -> list[tuple[int, float, float]]:
@@ -242,12 +315,15 @@ def main() -> None:
                 compile_s[(name, B)] = timed(generate, fast, warm, SamplingParams(max_new_tokens=4, temperature=0))[0]
                 speed_rows.append([f"{name}, ours compiled", *decode_speed(fast, hf, B, n_new, 4 * reps)])
                 print(speed_rows[-1], file=sys.stderr)
-        real = smollm2()
+        real, steps = smollm2(), None
         if real is not None:
             decode_layout(real[0])
-            for B in (1, 8):
-                speed_rows.append(["SmolLM2-135M", *decode_speed(real[0], real[1], B, n_new // 2, 4 * reps)])
+            for B in (1, 8):  # batch 1 decodes as many tokens as the rows above; batch 8 half (time)
+                n = n_new if B == 1 else n_new // 2
+                speed_rows.append(["SmolLM2-135M", *decode_speed(real[0], real[1], B, n, 4 * reps)])
                 print(speed_rows[-1], file=sys.stderr)
+            steps = step_yardsticks(real[0], real[1], 2 * reps)
+            print(steps, file=sys.stderr)
         md.append("### Decode speed: ours vs `transformers.generate` (greedy, 32-token prompts, fp32, CPU)\n")
         header = ["model", "batch", "ours tok/s", "HF tok/s", "wall ratio, median [min-max]", "CPU-time ratio",
                   "same tokens"]  # fmt: skip
@@ -264,6 +340,16 @@ def main() -> None:
             "HF time / our time with its range, the CPU-time ratio the same for process CPU seconds (what the "
             "machine's other jobs disturb least)."
         )
+        if steps is not None:
+            md.append(
+                "\n### SmolLM2-135M fp32, batch 1: one decode step (ms), against the memory floor\n\n"
+                "Decode steps only (a 65-token run minus a 1-token run, over 64; 32-token prompt): the C step "
+                "(lmstack/generate/native_decode.py, what `generate` runs for one row), the PyTorch step it replaced "
+                "(`LMSTACK_NATIVE=0`), `transformers`, llama.cpp at F32 on the same weights (when bench/quant.py has "
+                "built it), and the floor: two threads reading every weight (538 MB) once in one parallel region. "
+                "No fp32 engine can beat `transformers` here by more than the floor row's ratio.\n"
+            )
+            md.append(table(["engine", "ms per token", "tokens/s", "vs transformers"], steps))
         if compile_s:
             md.append(
                 '"ours compiled" wraps the same model in `torch.compile(dynamic=True)` (`--compile`); its one-off '

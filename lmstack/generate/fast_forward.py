@@ -331,8 +331,15 @@ class FastForward:
 def forward_fn(model: CausalLM) -> Logits:
     """The fastest correct way to get logits from `model` with a cache: `FastForward` if it covers the model,
     else `model(...)`; decode steps on the thread count measured faster for this model (`cpu_threads.py`).
-    Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V)."""
+    Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V). One-row float32 decode steps of
+    the models it covers run in C (`native_decode.py`: one parallel region per token)."""
     fast = FastForward.of(model)
+    if fast is not None:
+        from lmstack.generate.native_decode import NativeDecode  # it builds on this module
+
+        native = NativeDecode.of(model)
+        if native is not None:
+            fast = _with_native_decode(fast, native)
     if fast is None:
 
         def fast(ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
@@ -341,3 +348,14 @@ def forward_fn(model: CausalLM) -> Logits:
 
     on_cpu = next(model.parameters()).device.type == "cpu"
     return DecodeThreads(model, fast) if on_cpu else fast
+
+
+def _with_native_decode(fast: FastForward, native: object) -> Logits:
+    """`native` for the calls it covers (one row, one token, a float32 contiguous cache), `fast` for the rest."""
+
+    def forward(ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
+        if native.covers(ids, cache):
+            return native(ids, positions, cache, last_only)
+        return fast(ids, positions, cache, last_only)
+
+    return forward

@@ -92,6 +92,18 @@ class ContiguousKVCache:
         self.lengths[layer] = end
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end], self._pos_view
 
+    def claim(self, positions: torch.Tensor) -> int:
+        """For a forward that writes its keys and values itself (the C decode step, `native_decode.py`): reserve
+        the next T slots of every layer, record their positions (B, T) and return the first slot."""
+        start = self.length
+        end = start + positions.shape[1]
+        if end > self.capacity:
+            self._reserve(end)
+        self.pos[:, start:end] = positions
+        self._pos_view = self.pos[:, :end]
+        self.lengths = [end] * len(self.lengths)
+        return start
+
     def _reserve(self, needed: int) -> None:
         if not self.grow or needed > self.max_len:
             raise ValueError(

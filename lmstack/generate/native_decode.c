@@ -1,0 +1,322 @@
+/* One batch-1 decode step of a float32 Llama-style decoder, as one parallel region (see native_decode.py).
+
+   A step is ~121 matrix-vector products (SmolLM2-135M) and a few hundred small ops. In PyTorch each product is
+   its own OpenMP parallel region, and under OMP_WAIT_POLICY=PASSIVE the second thread sleeps between regions:
+   every region pays a futex wake-up (tens of microseconds on a VM), and every small op pays dispatch. Here the
+   team of threads is woken once per token; the phases of a layer are separated by a spinning barrier (the
+   threads are both busy, so a spin is short), and the small ops run inline.
+
+   Work split: each product y = h W with W stored (in, out) row-major (what `decode_layout` keeps), thread t
+   owning a contiguous range of output columns, so a column's sum runs i = 0..in-1 in the same order whatever the
+   thread count (the logits do not depend on it). Attention splits heads; norms are recomputed by every thread
+   into its own buffer (D floats: cheaper than a barrier).
+
+   The order of operations follows `FastForward` (rms_norm, q|k|v, rotate q and k with cos and the signed sin,
+   softmax(q k^T * scale) v, o + residual, rms_norm, silu(gate) * up, down + residual, final norm, head).
+   Float32 throughout; sums run in another order than MKL's, so logits agree with PyTorch's to ~1e-6, not bit
+   for bit (tests/generate/test_native_decode.py). */
+#include <math.h>
+#include <omp.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* A projection's weight W (in, out) as stored: by_rows = 0: W[i, c] at p[i*ld + c] (`decode_layout`'s (in, out)
+   row-major, q|k|v and gate|up column slices of one matrix); by_rows = 1: W[i, c] at p[c*ld + i] (nn.Linear's
+   (out, in) row-major). bias: out floats or NULL. */
+typedef struct {
+    const float *p, *bias;
+    long ld;
+    int by_rows;
+} Matrix;
+
+typedef struct {
+    int n_layers, d, n_heads, n_kv_heads, head_dim, rope_dim, d_ff, vocab;
+    float eps, scale;                     /* RMSNorm epsilon; attention scale 1/sqrt(head_dim) */
+    const float *embed;                   /* token table, row r column c at embed[r*embed_row + c*embed_col] */
+    long embed_row, embed_col;
+    const float *final_norm;
+    Matrix head;
+} Model;
+
+typedef struct {
+    const float *attn_norm, *ffn_norm;
+    Matrix q, k, v, o, gate, up, down;
+} Layer;
+
+/* The team's meeting point: a spinning barrier (arrived, phase) and the next unclaimed chunk of the current phase,
+   reset by the last thread to arrive (every claim of the phase is made before anyone arrives). */
+typedef struct {
+    atomic_int arrived, phase, next;
+} Team;
+
+static void team_wait(Team *team, int nt) {
+    int phase = atomic_load_explicit(&team->phase, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&team->arrived, 1, memory_order_acq_rel) == nt - 1) {
+        atomic_store_explicit(&team->next, 0, memory_order_relaxed);
+        atomic_store_explicit(&team->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&team->phase, phase + 1, memory_order_release);
+    } else {
+        while (atomic_load_explicit(&team->phase, memory_order_acquire) == phase) CPU_RELAX();
+    }
+}
+
+/* [lo, hi) of n items for thread t of nt, boundaries on multiples of 16 floats (a cache line) */
+static void share(int n, int t, int nt, int *lo, int *hi) {
+    *lo = t == 0 ? 0 : (int)(((long)n * t / nt) & ~15L);
+    *hi = t == nt - 1 ? n : (int)(((long)n * (t + 1) / nt) & ~15L);
+}
+
+#define BLOCK 512 /* output columns summed at once: their partial sums stay in L1 */
+
+/* Four dot products with one x: w0..w3 are consecutive rows (in floats each, row stride ld). Four rows at once keep
+   four independent sums in flight and load x once for all four; this is what lets a thread stream W at memory
+   speed (one row at a time: ~10 % slower, bench numbers in docs/generate.md). */
+static void dot4(const float *w, long ld, const float *x, int in, float out[4]) {
+#ifdef __AVX512F__
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int i = 0; i < in; i += 16) {
+        __mmask16 m = in - i >= 16 ? 0xFFFF : (__mmask16)((1u << (in - i)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), xv, s0);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + ld + i), xv, s1);
+        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + 2 * ld + i), xv, s2);
+        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + 3 * ld + i), xv, s3);
+    }
+    out[0] = _mm512_reduce_add_ps(s0), out[1] = _mm512_reduce_add_ps(s1);
+    out[2] = _mm512_reduce_add_ps(s2), out[3] = _mm512_reduce_add_ps(s3);
+#else
+    const float *w1 = w + ld, *w2 = w1 + ld, *w3 = w2 + ld;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int i = 0; i < in; i++) s0 += w[i] * x[i], s1 += w1[i] * x[i], s2 += w2[i] * x[i], s3 += w3[i] * x[i];
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+#endif
+}
+
+/* y[c - lo] (+)= sum_i x[i] W[i, c] (+ bias[c]) for c in [lo, hi): y points at column lo's output.
+   add: y += the product (a residual) */
+static void product(const Matrix *W, const float *x, int in, float *y, int lo, int hi, int add) {
+    if (W->by_rows) { /* dot products over contiguous rows of W, four at a time */
+        float s[4];
+        for (int c0 = lo; c0 < hi; c0 += 4) {
+            if (hi - c0 >= 4) {
+                dot4(W->p + (long)c0 * W->ld, W->ld, x, in, s);
+            } else { /* the last 1-3 rows: the same sums, one row at a time */
+                for (int c = c0; c < hi; c++) {
+                    float one[4];
+                    dot4(W->p + (long)c * W->ld, 0, x, in, one);
+                    s[c - c0] = one[0];
+                }
+            }
+            for (int c = c0; c < hi && c < c0 + 4; c++) {
+                float v = s[c - c0] + (W->bias ? W->bias[c] : 0.0f);
+                y[c - lo] = add ? y[c - lo] + v : v;
+            }
+        }
+        return;
+    }
+    float acc[BLOCK]; /* columns in blocks: each block's partial sums stay in L1 while four rows at a time stream by */
+    for (int c0 = lo; c0 < hi; c0 += BLOCK) {
+        int b = hi - c0 < BLOCK ? hi - c0 : BLOCK, i = 0;
+        for (int c = 0; c < b; c++) acc[c] = 0.0f;
+        for (; i + 4 <= in; i += 4) {
+            const float *w0 = W->p + (long)i * W->ld + c0, *w1 = w0 + W->ld, *w2 = w1 + W->ld, *w3 = w2 + W->ld;
+            float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
+#pragma omp simd
+            for (int c = 0; c < b; c++) acc[c] += x0 * w0[c] + x1 * w1[c] + x2 * w2[c] + x3 * w3[c];
+        }
+        for (; i < in; i++) {
+            const float *w = W->p + (long)i * W->ld + c0;
+            float xi = x[i];
+#pragma omp simd
+            for (int c = 0; c < b; c++) acc[c] += xi * w[c];
+        }
+        if (W->bias)
+            for (int c = 0; c < b; c++) acc[c] += W->bias[c0 + c];
+        float *out = y + (c0 - lo);
+        for (int c = 0; c < b; c++) out[c] = add ? out[c] + acc[c] : acc[c];
+    }
+}
+
+/* A product for the team: y (n outputs) (+)= x W, or with `up` SwiGLU's y = silu(x W) * (x up) */
+typedef struct {
+    const Matrix *W, *up;
+    const float *x;
+    int in;
+    float *y;
+    int n, add;
+} Job;
+
+static void run_chunk(const Job *j, int lo, int hi) {
+    if (!j->up) {
+        product(j->W, j->x, j->in, j->y + lo, lo, hi, j->add);
+        return;
+    }
+    float up[BLOCK];
+    for (int c0 = lo; c0 < hi; c0 += BLOCK) {
+        int c1 = hi - c0 < BLOCK ? hi : c0 + BLOCK;
+        float *g = j->y + c0;
+        product(j->W, j->x, j->in, g, c0, c1, 0);
+        product(j->up, j->x, j->in, up, c0, c1, 0);
+        for (int c = 0; c < c1 - c0; c++) g[c] = g[c] / (1.0f + expf(-g[c])) * up[c];
+    }
+}
+
+#define CHUNK_BYTES (128 * 1024)
+
+static int chunk_rows(int in) {
+    int rows = (CHUNK_BYTES / 4 / in) & ~15;
+    return rows < 16 ? 16 : rows > BLOCK ? BLOCK : rows;
+}
+
+/* Runs the jobs over the team, then waits for all of it. Column-stored matrices go in equal static shares (each
+   thread streams long runs of every row); row-stored ones in chunks of ~CHUNK_BYTES claimed from a shared counter,
+   so a thread that finishes early (or started late) takes more. */
+static void run_jobs(Team *team, const Job *jobs, int n_jobs, int t, int nt) {
+    int units = 0, lo, hi;
+    for (int k = 0; k < n_jobs; k++) {
+        if (jobs[k].W->by_rows) {
+            int rows = chunk_rows(jobs[k].in);
+            units += (jobs[k].n + rows - 1) / rows;
+        } else {
+            share(jobs[k].n, t, nt, &lo, &hi);
+            run_chunk(&jobs[k], lo, hi);
+        }
+    }
+    for (int u; units && (u = atomic_fetch_add_explicit(&team->next, 1, memory_order_relaxed)) < units;) {
+        for (int k = 0; k < n_jobs; k++) {
+            if (!jobs[k].W->by_rows) continue;
+            int rows = chunk_rows(jobs[k].in), here = (jobs[k].n + rows - 1) / rows;
+            if (u < here) {
+                lo = u * rows;
+                run_chunk(&jobs[k], lo, lo + rows < jobs[k].n ? lo + rows : jobs[k].n);
+                break;
+            }
+            u -= here;
+        }
+    }
+    team_wait(team, nt);
+}
+
+static void rms_norm(const float *x, const float *w, int d, float eps, float *out) {
+    float ss = 0.0f;
+    for (int i = 0; i < d; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / (float)d + eps);
+    for (int i = 0; i < d; i++) out[i] = x[i] * r * w[i];
+}
+
+/* x (head_dim) rotated in place over its first rd dims: x*cos + roll(x, rd/2)*signed_sin */
+static void rotate(float *x, int rd, const float *cos_t, const float *sin_t) {
+    float tmp[rd];
+    int half = rd / 2;
+    for (int i = 0; i < rd; i++) tmp[i] = x[i] * cos_t[i] + x[(i + half) % rd] * sin_t[i];
+    memcpy(x, tmp, sizeof(float) * (size_t)rd);
+}
+
+/* One head: out = softmax(q K^T * scale) V over slots [0, n); K, V (n, hd) rows; p: n floats of scratch */
+static void attend(const float *q, const float *K, const float *V, int n, int hd, float scale, float *p, float *out) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        const float *k = K + (long)j * hd;
+        float s = 0.0f;
+        for (int i = 0; i < hd; i++) s += q[i] * k[i];
+        p[j] = s * scale;
+        mx = p[j] > mx ? p[j] : mx;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        p[j] = expf(p[j] - mx);
+        sum += p[j];
+    }
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float *v = V + (long)j * hd;
+        float pj = p[j] / sum;
+        for (int i = 0; i < hd; i++) out[i] += pj * v[i];
+    }
+}
+
+/* One decode step for token `token` at cache slot `slot`. k_cache[l], v_cache[l]: (n_kv_heads, cap, head_dim)
+   float32, slots [0, slot) filled; the step writes slot `slot` and attends over [0, slot]. cos_t, sin_t: rope_dim
+   floats (RotaryEmbedding.signed for this position). scratch: see native_decode.py `scratch_floats`.
+   logits: vocab floats out. */
+int lm_decode_step(const Model *m, const Layer *layers, float *const *k_cache, float *const *v_cache, long cap,
+                   int slot, int token, const float *cos_t, const float *sin_t, float *scratch, float *logits,
+                   int n_threads) {
+    const int D = m->d, H = m->n_heads, Hkv = m->n_kv_heads, hd = m->head_dim, F = m->d_ff;
+    const int qkv_out = (H + 2 * Hkv) * hd, group = H / Hkv, n = slot + 1;
+    float *x = scratch, *qkv = x + D, *att = qkv + qkv_out, *act = att + H * hd, *probs = act + F;
+    Team team = {0, 0, 0};
+    for (int c = 0; c < D; c++) x[c] = m->embed[(long)token * m->embed_row + (long)c * m->embed_col];
+
+#pragma omp parallel num_threads(n_threads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        float h[D];
+        for (int l = 0; l < m->n_layers; l++) {
+            const Layer *w = &layers[l];
+            float *Kl = k_cache[l], *Vl = v_cache[l];
+            /* attention: the norm (every thread its own copy: cheaper than a barrier), q, k, v */
+            rms_norm(x, w->attn_norm, D, m->eps, h);
+            Job qkv_jobs[3] = {{&w->q, NULL, h, D, qkv, H * hd, 0},
+                               {&w->k, NULL, h, D, qkv + H * hd, Hkv * hd, 0},
+                               {&w->v, NULL, h, D, qkv + (H + Hkv) * hd, Hkv * hd, 0}};
+            run_jobs(&team, qkv_jobs, 3, t, nt);
+            for (int j = t; j < H + Hkv; j += nt) { /* heads q0..q(H-1), k0..k(Hkv-1): rotate; store k and v */
+                float *head = qkv + (long)j * hd;
+                rotate(head, m->rope_dim, cos_t, sin_t);
+                if (j >= H) {
+                    int g = j - H;
+                    memcpy(Kl + ((long)g * cap + slot) * hd, head, sizeof(float) * (size_t)hd);
+                    memcpy(Vl + ((long)g * cap + slot) * hd, qkv + (long)(H + Hkv + g) * hd, sizeof(float) * (size_t)hd);
+                }
+            }
+            team_wait(&team, nt);
+            for (int j = t; j < H; j += nt) {
+                int g = j / group;
+                attend(qkv + (long)j * hd, Kl + (long)g * cap * hd, Vl + (long)g * cap * hd, n, hd, m->scale,
+                       probs + (long)j * n, att + (long)j * hd);
+            }
+            team_wait(&team, nt);
+            Job o_job = {&w->o, NULL, att, H * hd, x, D, 1}; /* x += attention output */
+            run_jobs(&team, &o_job, 1, t, nt);
+            /* feed-forward: silu(gate) * up for a range of columns needs only that range of both products */
+            rms_norm(x, w->ffn_norm, D, m->eps, h);
+            Job ffn_job = {&w->gate, &w->up, h, D, act, F, 0};
+            run_jobs(&team, &ffn_job, 1, t, nt);
+            Job down_job = {&w->down, NULL, act, F, x, D, 1}; /* x += feed-forward output */
+            run_jobs(&team, &down_job, 1, t, nt);
+        }
+        rms_norm(x, m->final_norm, D, m->eps, h);
+        Job head_job = {&m->head, NULL, h, D, logits, m->vocab, 0};
+        run_jobs(&team, &head_job, 1, t, nt);
+    }
+    return 0;
+}
+
+/* Reads n float arrays once on n_threads threads, each thread a static share of every array, in one parallel
+   region; returns their sum. What no decode step can beat: every weight crossing the memory bus once
+   (bench/generate.py reports it beside the steps). */
+double lm_read(const float *const *arrays, const long *lengths, int n, int n_threads) {
+    double total = 0.0;
+#pragma omp parallel num_threads(n_threads) reduction(+ : total)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        for (int k = 0; k < n; k++) {
+            const float *a = arrays[k];
+            long lo = lengths[k] * t / nt, hi = lengths[k] * (t + 1) / nt;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (long i = lo; i < hi; i++) s += a[i];
+            total += s;
+        }
+    }
+    return total;
+}
