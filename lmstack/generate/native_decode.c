@@ -73,7 +73,8 @@ static void share(int n, int t, int nt, int *lo, int *hi) {
     *hi = t == nt - 1 ? n : (int)(((long)n * (t + 1) / nt) & ~15L);
 }
 
-#define BLOCK 512 /* output columns summed at once: their partial sums stay in L1 */
+#define BLOCK 512      /* output columns summed at once: their partial sums stay in L1 */
+#define MAX_TOKENS 16  /* new tokens one call takes (a speculative verification); native_decode.py checks it */
 
 /* Four dot products with one x: w0..w3 are consecutive rows (in floats each, row stride ld). Four rows at once keep
    four independent sums in flight and load x once for all four; this is what lets a thread stream W at memory
@@ -100,72 +101,122 @@ static void dot4(const float *w, long ld, const float *x, int in, float out[4]) 
 #endif
 }
 
-/* y[c - lo] (+)= sum_i x[i] W[i, c] (+ bias[c]) for c in [lo, hi): y points at column lo's output.
-   add: y += the product (a residual) */
-static void product(const Matrix *W, const float *x, int in, float *y, int lo, int hi, int add) {
+/* dot4 for four x rows at once (x0..x3, duplicates allowed): out[4*b + a] = row a of w . x_b. Sixteen independent
+   sums keep both FMA units busy, so a few tokens (a speculative verification) cost little more than one; each sum
+   runs exactly as in dot4, so the results equal four dot4 calls bit for bit. */
+static void dot4x4(const float *w, long ld, const float *const x[4], int in, float out[16]) {
+#ifdef __AVX512F__ /* sixteen named accumulators: an array of them would live on the stack, not in registers */
+    __m512 s00 = _mm512_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+    __m512 s20 = s00, s21 = s00, s22 = s00, s23 = s00, s30 = s00, s31 = s00, s32 = s00, s33 = s00;
+    for (int i = 0; i < in; i += 16) {
+        __mmask16 m = in - i >= 16 ? 0xFFFF : (__mmask16)((1u << (in - i)) - 1);
+        __m512 w0 = _mm512_maskz_loadu_ps(m, w + i), w1 = _mm512_maskz_loadu_ps(m, w + ld + i);
+        __m512 w2 = _mm512_maskz_loadu_ps(m, w + 2 * ld + i), w3 = _mm512_maskz_loadu_ps(m, w + 3 * ld + i), xv;
+#define FMA4(b)                                                                                                        \
+    xv = _mm512_maskz_loadu_ps(m, x[b] + i);                                                                           \
+    s##b##0 = _mm512_fmadd_ps(w0, xv, s##b##0), s##b##1 = _mm512_fmadd_ps(w1, xv, s##b##1);                           \
+    s##b##2 = _mm512_fmadd_ps(w2, xv, s##b##2), s##b##3 = _mm512_fmadd_ps(w3, xv, s##b##3);
+        FMA4(0) FMA4(1) FMA4(2) FMA4(3)
+#undef FMA4
+    }
+    __m512 all[16] = {s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33};
+    for (int k = 0; k < 16; k++) out[k] = _mm512_reduce_add_ps(all[k]);
+#else
+    for (int b = 0; b < 4; b++) dot4(w, ld, x[b], in, out + 4 * b);
+#endif
+}
+
+/* For each of T rows r (x row r at x + r*xs, y row r at y + r*ys, y pointing at column lo's output):
+   y[c - lo] (+)= sum_i x[i] W[i, c] (+ bias[c]) for c in [lo, hi). add: y += the product (a residual).
+   Each weight is read from memory once for all T rows (the rows' sums run in the same order as for one row). */
+static void product(const Matrix *W, const float *x, long xs, int in, int T, float *y, long ys, int lo, int hi,
+                    int add) {
     if (W->by_rows) { /* dot products over contiguous rows of W, four at a time */
-        float s[4];
         for (int c0 = lo; c0 < hi; c0 += 4) {
-            if (hi - c0 >= 4) {
-                dot4(W->p + (long)c0 * W->ld, W->ld, x, in, s);
-            } else { /* the last 1-3 rows: the same sums, one row at a time */
-                for (int c = c0; c < hi; c++) {
-                    float one[4];
-                    dot4(W->p + (long)c * W->ld, 0, x, in, one);
-                    s[c - c0] = one[0];
+            int nr = hi - c0 < 4 ? hi - c0 : 4;
+            for (int r0 = 0; r0 < T; r0 += 4) { /* x rows four at a time (one: dot4, the memory-bound step) */
+                int nx = T - r0 < 4 ? T - r0 : 4;
+                float s[16];
+                if (nr == 4 && nx == 1) {
+                    dot4(W->p + (long)c0 * W->ld, W->ld, x + r0 * xs, in, s);
+                } else if (nr == 4) {
+                    const float *xb[4];
+                    for (int b = 0; b < 4; b++) xb[b] = x + (r0 + (b < nx ? b : 0)) * xs;
+                    dot4x4(W->p + (long)c0 * W->ld, W->ld, xb, in, s);
+                } else { /* the last 1-3 rows of W: the same sums, one row at a time */
+                    for (int b = 0; b < nx; b++)
+                        for (int c = 0; c < nr; c++) {
+                            float one[4];
+                            dot4(W->p + (long)(c0 + c) * W->ld, 0, x + (r0 + b) * xs, in, one);
+                            s[4 * b + c] = one[0];
+                        }
                 }
-            }
-            for (int c = c0; c < hi && c < c0 + 4; c++) {
-                float v = s[c - c0] + (W->bias ? W->bias[c] : 0.0f);
-                y[c - lo] = add ? y[c - lo] + v : v;
+                for (int b = 0; b < nx; b++) {
+                    float *yr = y + (r0 + b) * ys;
+                    for (int c = 0; c < nr; c++) {
+                        float v = s[4 * b + c] + (W->bias ? W->bias[c0 + c] : 0.0f);
+                        yr[c0 + c - lo] = add ? yr[c0 + c - lo] + v : v;
+                    }
+                }
             }
         }
         return;
     }
-    float acc[BLOCK]; /* columns in blocks: each block's partial sums stay in L1 while four rows at a time stream by */
+    float acc[MAX_TOKENS * BLOCK]; /* columns in blocks: row r's partial sums at acc + r*BLOCK stay in L1 */
     for (int c0 = lo; c0 < hi; c0 += BLOCK) {
         int b = hi - c0 < BLOCK ? hi - c0 : BLOCK, i = 0;
-        for (int c = 0; c < b; c++) acc[c] = 0.0f;
-        for (; i + 4 <= in; i += 4) {
+        for (int c = 0; c < T * BLOCK; c++) acc[c] = 0.0f;
+        for (; i + 4 <= in; i += 4) { /* four rows of W per pass */
             const float *w0 = W->p + (long)i * W->ld + c0, *w1 = w0 + W->ld, *w2 = w1 + W->ld, *w3 = w2 + W->ld;
-            float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
+            for (int r = 0; r < T; r++) {
+                const float *xr = x + r * xs;
+                float x0 = xr[i], x1 = xr[i + 1], x2 = xr[i + 2], x3 = xr[i + 3], *a = acc + r * BLOCK;
 #pragma omp simd
-            for (int c = 0; c < b; c++) acc[c] += x0 * w0[c] + x1 * w1[c] + x2 * w2[c] + x3 * w3[c];
+                for (int c = 0; c < b; c++) a[c] += x0 * w0[c] + x1 * w1[c] + x2 * w2[c] + x3 * w3[c];
+            }
         }
         for (; i < in; i++) {
             const float *w = W->p + (long)i * W->ld + c0;
-            float xi = x[i];
+            for (int r = 0; r < T; r++) {
+                float xi = x[r * xs + i], *a = acc + r * BLOCK;
 #pragma omp simd
-            for (int c = 0; c < b; c++) acc[c] += xi * w[c];
+                for (int c = 0; c < b; c++) a[c] += xi * w[c];
+            }
         }
-        if (W->bias)
-            for (int c = 0; c < b; c++) acc[c] += W->bias[c0 + c];
-        float *out = y + (c0 - lo);
-        for (int c = 0; c < b; c++) out[c] = add ? out[c] + acc[c] : acc[c];
+        for (int r = 0; r < T; r++) {
+            float *a = acc + r * BLOCK, *out = y + r * ys + (c0 - lo);
+            if (W->bias)
+                for (int c = 0; c < b; c++) a[c] += W->bias[c0 + c];
+            for (int c = 0; c < b; c++) out[c] = add ? out[c] + a[c] : a[c];
+        }
     }
 }
 
-/* A product for the team: y (n outputs) (+)= x W, or with `up` SwiGLU's y = silu(x W) * (x up) */
+/* A product for the team over T rows: y (n outputs a row) (+)= x W, or with `up` SwiGLU's y = silu(x W) * (x up) */
 typedef struct {
     const Matrix *W, *up;
     const float *x;
-    int in;
+    long xs;
+    int in, T;
     float *y;
+    long ys;
     int n, add;
 } Job;
 
 static void run_chunk(const Job *j, int lo, int hi) {
     if (!j->up) {
-        product(j->W, j->x, j->in, j->y + lo, lo, hi, j->add);
+        product(j->W, j->x, j->xs, j->in, j->T, j->y + lo, j->ys, lo, hi, j->add);
         return;
     }
-    float up[BLOCK];
+    float up[MAX_TOKENS * BLOCK];
     for (int c0 = lo; c0 < hi; c0 += BLOCK) {
         int c1 = hi - c0 < BLOCK ? hi : c0 + BLOCK;
-        float *g = j->y + c0;
-        product(j->W, j->x, j->in, g, c0, c1, 0);
-        product(j->up, j->x, j->in, up, c0, c1, 0);
-        for (int c = 0; c < c1 - c0; c++) g[c] = g[c] / (1.0f + expf(-g[c])) * up[c];
+        product(j->W, j->x, j->xs, j->in, j->T, j->y + c0, j->ys, c0, c1, 0);
+        product(j->up, j->x, j->xs, j->in, j->T, up, BLOCK, c0, c1, 0);
+        for (int r = 0; r < j->T; r++) {
+            float *g = j->y + r * j->ys + c0, *u = up + r * BLOCK;
+            for (int c = 0; c < c1 - c0; c++) g[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+        }
     }
 }
 
@@ -243,59 +294,63 @@ static void attend(const float *q, const float *K, const float *V, int n, int hd
     }
 }
 
-/* One decode step for token `token` at cache slot `slot`. k_cache[l], v_cache[l]: (n_kv_heads, cap, head_dim)
-   float32, slots [0, slot) filled; the step writes slot `slot` and attends over [0, slot]. cos_t, sin_t: rope_dim
-   floats (RotaryEmbedding.signed for this position). scratch: see native_decode.py `scratch_floats`.
-   logits: vocab floats out. */
+/* One forward of T (1..MAX_TOKENS) new tokens of one sequence at cache slots slot..slot+T-1: token r attends over
+   slots [0, slot + r]. k_cache[l], v_cache[l]: (n_kv_heads, cap, head_dim) float32, slots [0, slot) filled; the
+   call writes the T new ones. cos_t, sin_t: (T, rope_dim) (RotaryEmbedding.signed for these positions). scratch:
+   see native_decode.py. logits: (T, vocab) floats out with all_logits, else the last token's (vocab). */
 int lm_decode_step(const Model *m, const Layer *layers, float *const *k_cache, float *const *v_cache, long cap,
-                   int slot, int token, const float *cos_t, const float *sin_t, float *scratch, float *logits,
-                   int n_threads) {
-    const int D = m->d, H = m->n_heads, Hkv = m->n_kv_heads, hd = m->head_dim, F = m->d_ff;
-    const int qkv_out = (H + 2 * Hkv) * hd, group = H / Hkv, n = slot + 1;
-    float *x = scratch, *qkv = x + D, *att = qkv + qkv_out, *act = att + H * hd, *probs = act + F;
+                   int slot, int T, const int *tokens, const float *cos_t, const float *sin_t, float *scratch,
+                   float *logits, int all_logits, int n_threads) {
+    const int D = m->d, H = m->n_heads, Hkv = m->n_kv_heads, hd = m->head_dim, F = m->d_ff, rd = m->rope_dim;
+    const int qkv_out = (H + 2 * Hkv) * hd, group = H / Hkv;
+    if (T < 1 || T > MAX_TOKENS) return 1;
+    float *x = scratch, *qkv = x + T * D, *att = qkv + T * qkv_out, *act = att + T * H * hd, *probs = act + T * F;
     Team team = {0, 0, 0};
-    for (int c = 0; c < D; c++) x[c] = m->embed[(long)token * m->embed_row + (long)c * m->embed_col];
+    for (int r = 0; r < T; r++)
+        for (int c = 0; c < D; c++) x[r * D + c] = m->embed[(long)tokens[r] * m->embed_row + (long)c * m->embed_col];
 
 #pragma omp parallel num_threads(n_threads)
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        float h[D];
+        float h[T * D];
         for (int l = 0; l < m->n_layers; l++) {
             const Layer *w = &layers[l];
             float *Kl = k_cache[l], *Vl = v_cache[l];
             /* attention: the norm (every thread its own copy: cheaper than a barrier), q, k, v */
-            rms_norm(x, w->attn_norm, D, m->eps, h);
-            Job qkv_jobs[3] = {{&w->q, NULL, h, D, qkv, H * hd, 0},
-                               {&w->k, NULL, h, D, qkv + H * hd, Hkv * hd, 0},
-                               {&w->v, NULL, h, D, qkv + (H + Hkv) * hd, Hkv * hd, 0}};
+            for (int r = 0; r < T; r++) rms_norm(x + r * D, w->attn_norm, D, m->eps, h + r * D);
+            Job qkv_jobs[3] = {{&w->q, NULL, h, D, D, T, qkv, qkv_out, H * hd, 0},
+                               {&w->k, NULL, h, D, D, T, qkv + H * hd, qkv_out, Hkv * hd, 0},
+                               {&w->v, NULL, h, D, D, T, qkv + (H + Hkv) * hd, qkv_out, Hkv * hd, 0}};
             run_jobs(&team, qkv_jobs, 3, t, nt);
-            for (int j = t; j < H + Hkv; j += nt) { /* heads q0..q(H-1), k0..k(Hkv-1): rotate; store k and v */
-                float *head = qkv + (long)j * hd;
-                rotate(head, m->rope_dim, cos_t, sin_t);
-                if (j >= H) {
-                    int g = j - H;
-                    memcpy(Kl + ((long)g * cap + slot) * hd, head, sizeof(float) * (size_t)hd);
-                    memcpy(Vl + ((long)g * cap + slot) * hd, qkv + (long)(H + Hkv + g) * hd, sizeof(float) * (size_t)hd);
+            for (int j = t; j < T * (H + Hkv); j += nt) { /* per token, heads q0..q(H-1), k0..k(Hkv-1) */
+                int r = j / (H + Hkv), e = j % (H + Hkv);
+                float *row = qkv + (long)r * qkv_out, *head = row + (long)e * hd;
+                rotate(head, rd, cos_t + r * rd, sin_t + r * rd);
+                if (e >= H) { /* store the rotated key and the value in the token's slot */
+                    long at = ((long)(e - H) * cap + slot + r) * hd;
+                    memcpy(Kl + at, head, sizeof(float) * (size_t)hd);
+                    memcpy(Vl + at, row + (long)(H + Hkv + e - H) * hd, sizeof(float) * (size_t)hd);
                 }
             }
             team_wait(&team, nt);
-            for (int j = t; j < H; j += nt) {
-                int g = j / group;
-                attend(qkv + (long)j * hd, Kl + (long)g * cap * hd, Vl + (long)g * cap * hd, n, hd, m->scale,
-                       probs + (long)j * n, att + (long)j * hd);
+            for (int j = t; j < T * H; j += nt) {
+                int r = j / H, e = j % H, g = e / group;
+                attend(qkv + (long)r * qkv_out + (long)e * hd, Kl + (long)g * cap * hd, Vl + (long)g * cap * hd,
+                       slot + r + 1, hd, m->scale, probs + (long)j * cap, att + (long)r * H * hd + (long)e * hd);
             }
             team_wait(&team, nt);
-            Job o_job = {&w->o, NULL, att, H * hd, x, D, 1}; /* x += attention output */
+            Job o_job = {&w->o, NULL, att, H * hd, H * hd, T, x, D, D, 1}; /* x += attention output */
             run_jobs(&team, &o_job, 1, t, nt);
             /* feed-forward: silu(gate) * up for a range of columns needs only that range of both products */
-            rms_norm(x, w->ffn_norm, D, m->eps, h);
-            Job ffn_job = {&w->gate, &w->up, h, D, act, F, 0};
+            for (int r = 0; r < T; r++) rms_norm(x + r * D, w->ffn_norm, D, m->eps, h + r * D);
+            Job ffn_job = {&w->gate, &w->up, h, D, D, T, act, F, F, 0};
             run_jobs(&team, &ffn_job, 1, t, nt);
-            Job down_job = {&w->down, NULL, act, F, x, D, 1}; /* x += feed-forward output */
+            Job down_job = {&w->down, NULL, act, F, F, T, x, D, D, 1}; /* x += feed-forward output */
             run_jobs(&team, &down_job, 1, t, nt);
         }
-        rms_norm(x, m->final_norm, D, m->eps, h);
-        Job head_job = {&m->head, NULL, h, D, logits, m->vocab, 0};
+        int first = all_logits ? 0 : T - 1, rows = T - first; /* the head on every token, or on the last */
+        for (int r = 0; r < rows; r++) rms_norm(x + (first + r) * D, m->final_norm, D, m->eps, h + r * D);
+        Job head_job = {&m->head, NULL, h, D, D, rows, logits, m->vocab, m->vocab, 0};
         run_jobs(&team, &head_job, 1, t, nt);
     }
     return 0;

@@ -47,8 +47,9 @@ def test_generate_gives_the_same_tokens_and_logits_whatever_the_choice(tiny_mode
     first = generate(model, prompts, params)  # measures and chooses along the way
     assert (2, 2) in decode_threads_chosen(model)
     assert generate(model, prompts, params) == first
-    ids = torch.tensor([[5, 9, 2, 7]])
+    ids = torch.tensor([[5, 9, 2, 7], [3, 1, 4, 1]])  # two rows: FastForward's path (one row may run in C)
+    pos = torch.arange(4).expand(2, 4)
     with torch.inference_mode():
-        fast = FastForward.of(model)(ids, torch.arange(4)[None], ContiguousKVCache.for_model(model, 1, 4))
-        wrapped = forward_fn(model)(ids, torch.arange(4)[None], ContiguousKVCache.for_model(model, 1, 4))
+        fast = FastForward.of(model)(ids, pos, ContiguousKVCache.for_model(model, 2, 4))
+        wrapped = forward_fn(model)(ids, pos, ContiguousKVCache.for_model(model, 2, 4))
     assert torch.equal(fast, wrapped)

@@ -14,7 +14,7 @@ import torch
 
 from lmstack.generate import ContiguousKVCache, SamplingParams, generate, native_decode
 from lmstack.generate.fast_forward import FastForward, decode_layout, forward_fn
-from lmstack.generate.native_decode import NativeDecode, library, read_once
+from lmstack.generate.native_decode import MAX_TOKENS, NativeDecode, library, read_once
 from lmstack.quant.kv_cache import Int8KVCache
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine ('cc')")
@@ -77,6 +77,32 @@ def test_native_step_equals_fast_forward(name, layout, tiny_model):
         assert torch.equal(got1, got2)  # every output is summed by one thread in one order
 
 
+@pytest.mark.parametrize("layout", [False, True])
+@pytest.mark.parametrize("T", [2, 5, MAX_TOKENS])
+def test_several_tokens_in_one_call(T, layout, tiny_model):
+    """Up to MAX_TOKENS tokens of one row in one call (a speculative verification, a short prefill): the same
+    logits as `FastForward` (to 1e-5) and, bit for bit, as feeding the C step one token at a time."""
+    model = tiny_model(sharpen=True, **COVERED["mqa-qkv-bias-odd-ffn"])
+    if layout:
+        decode_layout(model)
+    native, fast = NativeDecode.of(model), FastForward.of(model)
+    ids = torch.randint(0, model.config.vocab_size, (1, 3 * T), generator=torch.Generator().manual_seed(T))
+    pos = torch.arange(3 * T)[None]
+
+    def chunks(fn, size: int, last_only: bool = False) -> torch.Tensor:
+        cache = ContiguousKVCache.for_model(model, 1, max_len=3 * T, grow=True, initial_len=4)
+        with torch.inference_mode():
+            outs = [fn(ids[:, i : i + size], pos[:, i : i + size], cache, last_only) for i in range(0, 3 * T, size)]
+        return torch.cat(outs, dim=1)
+
+    want = chunks(fast, T)
+    got = chunks(native, T)
+    assert got.shape == want.shape == (1, 3 * T, model.config.vocab_size)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got, chunks(native, 1))
+    assert torch.equal(chunks(native, T, last_only=True), got[:, T - 1 :: T])
+
+
 @pytest.mark.parametrize("name", list(NOT_COVERED))
 def test_what_the_step_does_not_cover_falls_back(name, tiny_model):
     model = decode_layout(tiny_model(**NOT_COVERED[name]))
@@ -105,7 +131,8 @@ def test_covers_one_row_one_token_and_a_float32_contiguous_cache(tiny_model):
     one = torch.tensor([[3]])
     cache = ContiguousKVCache.for_model(model, 1, 8)
     assert NativeDecode.covers(one, cache)
-    assert not NativeDecode.covers(torch.tensor([[3, 4]]), cache)  # a prefill
+    assert NativeDecode.covers(torch.tensor([[3] * MAX_TOKENS]), cache)  # a speculative verification
+    assert not NativeDecode.covers(torch.tensor([[3] * (MAX_TOKENS + 1)]), cache)  # a longer prefill
     assert not NativeDecode.covers(torch.tensor([[3], [4]]), ContiguousKVCache.for_model(model, 2, 8))  # a batch
     assert not NativeDecode.covers(one, Int8KVCache.for_model(model, 1, max_len=8))
 
@@ -126,7 +153,7 @@ def test_generate_runs_the_native_step_and_matches_transformers(tmp_path, monkey
     real = NativeDecode.__call__
     monkeypatch.setattr(NativeDecode, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
     got = generate(ours, [PROMPT], SamplingParams(max_new_tokens=16, temperature=0, ignore_eos=True))
-    assert len(calls) == 15  # every step after the prefill
+    assert len(calls) == 16  # the 8-token prefill and every step after it
     with torch.inference_mode():
         want = hf.generate(torch.tensor([PROMPT]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
     assert got[0] == want[0, len(PROMPT) :].tolist()
@@ -163,8 +190,11 @@ def test_bad_token_id_is_a_clear_error(tiny_model):
     model = tiny_model()
     native = NativeDecode.of(model)
     cache = ContiguousKVCache.for_model(model, 1, 8)
-    with pytest.raises(ValueError, match=r"token id 100000 outside \[0, "):
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 101\), got \[100000\]"):
         native(torch.tensor([[100000]]), torch.tensor([[0]]), cache)
+    with pytest.raises(ValueError, match=r"consecutive non-negative positions, got \[0, 2\]"):
+        native(torch.tensor([[1, 2]]), torch.tensor([[0, 2]]), cache)
+    assert cache.length == 0  # nothing claimed
 
 
 def test_the_library_is_built_once_atomically_and_can_be_turned_off(tmp_path, monkeypatch, tiny_model):
