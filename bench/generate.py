@@ -330,8 +330,9 @@ def main() -> None:
         md.append(table(header, speed_rows))
         md.append(
             "\nOurs is `generate()` on the model as `lmstack generate` loads it: `decode_layout` (projections stored "
-            "(in, out), q|k|v and gate|up fused: same values) and the module-call-free `FastForward` "
-            "(lmstack/generate/fast_forward.py); eager, no `torch.compile`. Decode steps run on the thread count "
+            "(in, out), q|k|v and gate|up fused: same values), one-row steps in C (lmstack/generate/native_decode.py) "
+            "and everything else in the module-call-free `FastForward` (lmstack/generate/fast_forward.py); eager, "
+            "no `torch.compile`. Decode steps run on the thread count "
             "measured faster for the model and batch (lmstack/generate/cpu_threads.py; for the random Llamas "
             "that is one thread: waking a second costs more than their ops); the 'both on 1 thread' rows give "
             "`transformers` a single thread too, so the speed-up there is not from threading. HF runs its default "
