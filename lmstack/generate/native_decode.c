@@ -74,7 +74,7 @@ static void share(int n, int t, int nt, int *lo, int *hi) {
 }
 
 #define BLOCK 512      /* output columns summed at once: their partial sums stay in L1 */
-#define MAX_TOKENS 16  /* new tokens one call takes (a speculative verification); native_decode.py checks it */
+#define MAX_ROWS 16    /* new tokens one call takes, over all its sequences; native_decode.py checks it */
 
 /* Four dot products with one x: w0..w3 are consecutive rows (in floats each, row stride ld). Four rows at once keep
    four independent sums in flight and load x once for all four; this is what lets a thread stream W at memory
@@ -102,8 +102,10 @@ static void dot4(const float *w, long ld, const float *x, int in, float out[4]) 
 }
 
 /* dot4 for four x rows at once (x0..x3, duplicates allowed): out[4*b + a] = row a of w . x_b. Sixteen independent
-   sums keep both FMA units busy, so a few tokens (a speculative verification) cost little more than one; each sum
-   runs exactly as in dot4, so the results equal four dot4 calls bit for bit. */
+   sums keep both FMA units busy, and a prefetch 16 KB ahead keeps the memory busy (without it four rows of x cost
+   ~1.5x one: the loop's four times as many FMAs per byte let fewer cache-line loads be in flight), so a few tokens
+   (a speculative verification, a batch) cost little more than one. Each sum runs exactly as in dot4: the results
+   equal four dot4 calls bit for bit. */
 static void dot4x4(const float *w, long ld, const float *const x[4], int in, float out[16]) {
 #ifdef __AVX512F__ /* sixteen named accumulators: an array of them would live on the stack, not in registers */
     __m512 s00 = _mm512_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00;
@@ -112,6 +114,8 @@ static void dot4x4(const float *w, long ld, const float *const x[4], int in, flo
         __mmask16 m = in - i >= 16 ? 0xFFFF : (__mmask16)((1u << (in - i)) - 1);
         __m512 w0 = _mm512_maskz_loadu_ps(m, w + i), w1 = _mm512_maskz_loadu_ps(m, w + ld + i);
         __m512 w2 = _mm512_maskz_loadu_ps(m, w + 2 * ld + i), w3 = _mm512_maskz_loadu_ps(m, w + 3 * ld + i), xv;
+        for (int a = 0; a < 4; a++) /* 16 KB ahead: a loop this busy leaves the hardware too few loads in flight */
+            _mm_prefetch((const char *)(w + a * ld + i + 4096), _MM_HINT_T0);
 #define FMA4(b)                                                                                                        \
     xv = _mm512_maskz_loadu_ps(m, x[b] + i);                                                                           \
     s##b##0 = _mm512_fmadd_ps(w0, xv, s##b##0), s##b##1 = _mm512_fmadd_ps(w1, xv, s##b##1);                           \
@@ -162,7 +166,7 @@ static void product(const Matrix *W, const float *x, long xs, int in, int T, flo
         }
         return;
     }
-    float acc[MAX_TOKENS * BLOCK]; /* columns in blocks: row r's partial sums at acc + r*BLOCK stay in L1 */
+    float acc[MAX_ROWS * BLOCK]; /* columns in blocks: row r's partial sums at acc + r*BLOCK stay in L1 */
     for (int c0 = lo; c0 < hi; c0 += BLOCK) {
         int b = hi - c0 < BLOCK ? hi - c0 : BLOCK, i = 0;
         for (int c = 0; c < T * BLOCK; c++) acc[c] = 0.0f;
@@ -208,7 +212,7 @@ static void run_chunk(const Job *j, int lo, int hi) {
         product(j->W, j->x, j->xs, j->in, j->T, j->y + lo, j->ys, lo, hi, j->add);
         return;
     }
-    float up[MAX_TOKENS * BLOCK];
+    float up[MAX_ROWS * BLOCK];
     for (int c0 = lo; c0 < hi; c0 += BLOCK) {
         int c1 = hi - c0 < BLOCK ? hi : c0 + BLOCK;
         product(j->W, j->x, j->xs, j->in, j->T, j->y + c0, j->ys, c0, c1, 0);
@@ -271,10 +275,16 @@ static void rotate(float *x, int rd, const float *cos_t, const float *sin_t) {
     memcpy(x, tmp, sizeof(float) * (size_t)rd);
 }
 
-/* One head: out = softmax(q K^T * scale) V over slots [0, n); K, V (n, hd) rows; p: n floats of scratch */
-static void attend(const float *q, const float *K, const float *V, int n, int hd, float scale, float *p, float *out) {
+/* One head: out = softmax(q K^T * scale) V over slots [0, n) whose position kpos[j] is not negative (a left-padded
+   row's padding slots hold -1); K, V (n, hd) rows; p: n floats of scratch */
+static void attend(const float *q, const float *K, const float *V, const long *kpos, int n, int hd, float scale,
+                   float *p, float *out) {
     float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
+        if (kpos[j] < 0) {
+            p[j] = -INFINITY;
+            continue;
+        }
         const float *k = K + (long)j * hd;
         float s = 0.0f;
         for (int i = 0; i < hd; i++) s += q[i] * k[i];
@@ -283,73 +293,79 @@ static void attend(const float *q, const float *K, const float *V, int n, int hd
     }
     float sum = 0.0f;
     for (int j = 0; j < n; j++) {
-        p[j] = expf(p[j] - mx);
+        p[j] = kpos[j] < 0 ? 0.0f : expf(p[j] - mx);
         sum += p[j];
     }
     for (int i = 0; i < hd; i++) out[i] = 0.0f;
     for (int j = 0; j < n; j++) {
+        if (p[j] == 0.0f) continue;
         const float *v = V + (long)j * hd;
         float pj = p[j] / sum;
         for (int i = 0; i < hd; i++) out[i] += pj * v[i];
     }
 }
 
-/* One forward of T (1..MAX_TOKENS) new tokens of one sequence at cache slots slot..slot+T-1: token r attends over
-   slots [0, slot + r]. k_cache[l], v_cache[l]: (n_kv_heads, cap, head_dim) float32, slots [0, slot) filled; the
-   call writes the T new ones. cos_t, sin_t: (T, rope_dim) (RotaryEmbedding.signed for these positions). scratch:
-   see native_decode.py. logits: (T, vocab) floats out with all_logits, else the last token's (vocab). */
+/* One forward of B sequences x T new tokens each (B * T <= MAX_ROWS; row r = b * T + i) at cache slots
+   slot..slot+T-1 (one slot counter for every sequence, as in ContiguousKVCache): token i of sequence b attends over
+   the slots [0, slot + i] of its own cache row whose position in kpos (B, cap) is not negative.
+   k_cache[l], v_cache[l]: (B, n_kv_heads, cap, head_dim) float32, slots [0, slot) filled; the call writes the new
+   ones. cos_t, sin_t: (B * T, rope_dim) (RotaryEmbedding.signed for these positions). scratch: see
+   native_decode.py. logits: (B * T, vocab) floats out with all_logits, else each sequence's last token's (B, vocab). */
 int lm_decode_step(const Model *m, const Layer *layers, float *const *k_cache, float *const *v_cache, long cap,
-                   int slot, int T, const int *tokens, const float *cos_t, const float *sin_t, float *scratch,
-                   float *logits, int all_logits, int n_threads) {
+                   int slot, int B, int T, const int *tokens, const long *kpos, const float *cos_t, const float *sin_t,
+                   float *scratch, float *logits, int all_logits, int n_threads) {
     const int D = m->d, H = m->n_heads, Hkv = m->n_kv_heads, hd = m->head_dim, F = m->d_ff, rd = m->rope_dim;
-    const int qkv_out = (H + 2 * Hkv) * hd, group = H / Hkv;
-    if (T < 1 || T > MAX_TOKENS) return 1;
-    float *x = scratch, *qkv = x + T * D, *att = qkv + T * qkv_out, *act = att + T * H * hd, *probs = act + T * F;
+    const int qkv_out = (H + 2 * Hkv) * hd, group = H / Hkv, R = B * T;
+    const long seq = (long)Hkv * cap * hd; /* one sequence's keys (or values) in a layer */
+    if (B < 1 || T < 1 || R > MAX_ROWS) return 1;
+    float *x = scratch, *qkv = x + R * D, *att = qkv + R * qkv_out, *act = att + R * H * hd, *probs = act + R * F;
     Team team = {0, 0, 0};
-    for (int r = 0; r < T; r++)
+    for (int r = 0; r < R; r++)
         for (int c = 0; c < D; c++) x[r * D + c] = m->embed[(long)tokens[r] * m->embed_row + (long)c * m->embed_col];
 
 #pragma omp parallel num_threads(n_threads)
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        float h[T * D];
+        float h[R * D];
         for (int l = 0; l < m->n_layers; l++) {
             const Layer *w = &layers[l];
             float *Kl = k_cache[l], *Vl = v_cache[l];
             /* attention: the norm (every thread its own copy: cheaper than a barrier), q, k, v */
-            for (int r = 0; r < T; r++) rms_norm(x + r * D, w->attn_norm, D, m->eps, h + r * D);
-            Job qkv_jobs[3] = {{&w->q, NULL, h, D, D, T, qkv, qkv_out, H * hd, 0},
-                               {&w->k, NULL, h, D, D, T, qkv + H * hd, qkv_out, Hkv * hd, 0},
-                               {&w->v, NULL, h, D, D, T, qkv + (H + Hkv) * hd, qkv_out, Hkv * hd, 0}};
+            for (int r = 0; r < R; r++) rms_norm(x + r * D, w->attn_norm, D, m->eps, h + r * D);
+            Job qkv_jobs[3] = {{&w->q, NULL, h, D, D, R, qkv, qkv_out, H * hd, 0},
+                               {&w->k, NULL, h, D, D, R, qkv + H * hd, qkv_out, Hkv * hd, 0},
+                               {&w->v, NULL, h, D, D, R, qkv + (H + Hkv) * hd, qkv_out, Hkv * hd, 0}};
             run_jobs(&team, qkv_jobs, 3, t, nt);
-            for (int j = t; j < T * (H + Hkv); j += nt) { /* per token, heads q0..q(H-1), k0..k(Hkv-1) */
+            for (int j = t; j < R * (H + Hkv); j += nt) { /* per row, heads q0..q(H-1), k0..k(Hkv-1) */
                 int r = j / (H + Hkv), e = j % (H + Hkv);
                 float *row = qkv + (long)r * qkv_out, *head = row + (long)e * hd;
                 rotate(head, rd, cos_t + r * rd, sin_t + r * rd);
-                if (e >= H) { /* store the rotated key and the value in the token's slot */
-                    long at = ((long)(e - H) * cap + slot + r) * hd;
+                if (e >= H) { /* store the rotated key and the value in the token's slot of its sequence */
+                    long at = (r / T) * seq + ((long)(e - H) * cap + slot + r % T) * hd;
                     memcpy(Kl + at, head, sizeof(float) * (size_t)hd);
                     memcpy(Vl + at, row + (long)(H + Hkv + e - H) * hd, sizeof(float) * (size_t)hd);
                 }
             }
             team_wait(&team, nt);
-            for (int j = t; j < T * H; j += nt) {
-                int r = j / H, e = j % H, g = e / group;
-                attend(qkv + (long)r * qkv_out + (long)e * hd, Kl + (long)g * cap * hd, Vl + (long)g * cap * hd,
-                       slot + r + 1, hd, m->scale, probs + (long)j * cap, att + (long)r * H * hd + (long)e * hd);
+            for (int j = t; j < R * H; j += nt) {
+                int r = j / H, e = j % H, b = r / T;
+                long kv = b * seq + (long)(e / group) * cap * hd;
+                attend(qkv + (long)r * qkv_out + (long)e * hd, Kl + kv, Vl + kv, kpos + b * cap, slot + r % T + 1, hd,
+                       m->scale, probs + (long)j * cap, att + (long)r * H * hd + (long)e * hd);
             }
             team_wait(&team, nt);
-            Job o_job = {&w->o, NULL, att, H * hd, H * hd, T, x, D, D, 1}; /* x += attention output */
+            Job o_job = {&w->o, NULL, att, H * hd, H * hd, R, x, D, D, 1}; /* x += attention output */
             run_jobs(&team, &o_job, 1, t, nt);
             /* feed-forward: silu(gate) * up for a range of columns needs only that range of both products */
-            for (int r = 0; r < T; r++) rms_norm(x + r * D, w->ffn_norm, D, m->eps, h + r * D);
-            Job ffn_job = {&w->gate, &w->up, h, D, D, T, act, F, F, 0};
+            for (int r = 0; r < R; r++) rms_norm(x + r * D, w->ffn_norm, D, m->eps, h + r * D);
+            Job ffn_job = {&w->gate, &w->up, h, D, D, R, act, F, F, 0};
             run_jobs(&team, &ffn_job, 1, t, nt);
-            Job down_job = {&w->down, NULL, act, F, F, T, x, D, D, 1}; /* x += feed-forward output */
+            Job down_job = {&w->down, NULL, act, F, F, R, x, D, D, 1}; /* x += feed-forward output */
             run_jobs(&team, &down_job, 1, t, nt);
         }
-        int first = all_logits ? 0 : T - 1, rows = T - first; /* the head on every token, or on the last */
-        for (int r = 0; r < rows; r++) rms_norm(x + (first + r) * D, m->final_norm, D, m->eps, h + r * D);
+        int rows = all_logits ? R : B; /* the head on every row, or on each sequence's last token */
+        for (int k = 0; k < rows; k++)
+            rms_norm(x + (all_logits ? k : k * T + T - 1) * D, m->final_norm, D, m->eps, h + k * D);
         Job head_job = {&m->head, NULL, h, D, D, rows, logits, m->vocab, m->vocab, 0};
         run_jobs(&team, &head_job, 1, t, nt);
     }

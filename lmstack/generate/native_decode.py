@@ -47,7 +47,7 @@ from lmstack.model.transformer import Transformer
 SOURCE = Path(__file__).with_name("native_decode.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
-MAX_TOKENS = 16  # new tokens one call takes (native_decode.c): decode steps, verifications, short prefills
+MAX_ROWS = 16  # new tokens one call takes over all its rows (native_decode.c): steps, verifications, prefills
 
 
 class _Matrix(ctypes.Structure):  # a projection's weight as stored (native_decode.c, `Matrix`)
@@ -112,8 +112,8 @@ def library() -> ctypes.CDLL | None:
     lib.lm_decode_step.restype = ctypes.c_int
     lib.lm_decode_step.argtypes = [
         ctypes.POINTER(_Model), ctypes.POINTER(_Layer), ctypes.POINTER(_FLOAT_P), ctypes.POINTER(_FLOAT_P),
-        ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int), _FLOAT_P, _FLOAT_P, _FLOAT_P,
-        _FLOAT_P, ctypes.c_int, ctypes.c_int,
+        ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p,
+        _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_int, ctypes.c_int,
     ]  # fmt: skip
     lib.lm_read.restype = ctypes.c_double
     lib.lm_read.argtypes = [ctypes.POINTER(_FLOAT_P), ctypes.POINTER(ctypes.c_long), ctypes.c_int, ctypes.c_int]
@@ -214,41 +214,44 @@ class NativeDecode:
 
     @staticmethod
     def covers(ids: torch.Tensor, cache: object) -> bool:
-        """One row of 1..MAX_TOKENS new tokens (a decode step, a speculative verification, a short prefill) through
-        a float32 contiguous cache."""
+        """One row of 1..MAX_ROWS new tokens (a decode step, a speculative verification, a short prefill), or up to
+        MAX_ROWS rows of one new token each (a batched decode step), through a float32 contiguous cache."""
+        B, T = ids.shape
         return (
-            ids.shape[0] == 1
-            and 1 <= ids.shape[1] <= MAX_TOKENS
+            (B == 1 or T == 1)
+            and B * T <= MAX_ROWS
             and type(cache) is ContiguousKVCache
             and cache.k[0].dtype == torch.float32
+            and cache.k[0].is_contiguous()
         )
 
     def __call__(
         self, ids: torch.Tensor, positions: torch.Tensor, cache: ContiguousKVCache, last_only: bool = False
     ) -> torch.Tensor:
-        """ids, positions (1, T) -> logits (1, T, V), or (1, 1, V) for the last token with `last_only`; the new keys
-        and values go into `cache`'s next T slots. Positions must be consecutive and not negative (one row never has
-        padding)."""
-        cfg, T = self.cfg, ids.shape[1]
-        tokens, pos = ids[0].tolist(), positions[0].tolist()
+        """ids, positions (B, T) -> logits (B, T, V), or (B, 1, V) for each row's last token with `last_only`; the
+        new keys and values go into `cache`'s next T slots. Positions must not be negative (a new token is never
+        padding) and, within a row, consecutive; earlier slots at position -1 (left padding) are not attended."""
+        cfg, (B, T) = self.cfg, ids.shape
+        tokens, pos = ids.flatten().tolist(), positions.tolist()
         if min(tokens) < 0 or max(tokens) >= cfg.vocab_size:
             raise ValueError(f"input_ids: token ids must be in [0, {cfg.vocab_size}), got {tokens}")
-        if pos[0] < 0 or pos != list(range(pos[0], pos[0] + T)):
-            raise ValueError(f"positions: expected {T} consecutive non-negative positions, got {pos}")
-        cos, sin = (t.contiguous() for t in self.model.rope.signed(positions, torch.float32))  # (1, 1, T, rope_dim)
+        if any(row[0] < 0 or row != list(range(row[0], row[0] + T)) for row in pos):
+            raise ValueError(f"positions: expected {T} consecutive non-negative positions per row, got {pos}")
+        cos, sin = (t.contiguous() for t in self.model.rope.signed(positions, torch.float32))  # (B, 1, T, rope_dim)
         slot = cache.claim(positions)
-        if self._kv is None or self._kv[0] is not cache.k or self._kv[1] is not cache.v:  # new cache, or it grew
+        if self._kv is None or self._kv[0] is not cache.k or self._kv[1] is not cache.v:  # new cache, grown, selected
             self._kv = (cache.k, cache.v)
             self._k_ptrs = (_FLOAT_P * len(cache.k))(*(_ptr(t) for t in cache.k))
             self._v_ptrs = (_FLOAT_P * len(cache.v))(*(_ptr(t) for t in cache.v))
-        per_token = cfg.d_model + (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim + cfg.n_heads * cfg.head_dim
-        need = T * (per_token + cfg.d_ff + cfg.n_heads * cache.capacity)
+        per_row = cfg.d_model + (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim + cfg.n_heads * cfg.head_dim
+        need = B * T * (per_row + cfg.d_ff + cfg.n_heads * cache.capacity)
         if self._scratch.numel() < need:
             self._scratch = torch.empty(need)
-        logits = torch.empty(1, 1 if last_only else T, cfg.vocab_size)
+        logits = torch.empty(B, 1 if last_only else T, cfg.vocab_size)
+        kpos = cache.pos if cache.pos.is_contiguous() else cache.pos.contiguous()  # (B, capacity) int64
         self.lib.lm_decode_step(
-            self.spec, self.layers, self._k_ptrs, self._v_ptrs, cache.capacity, slot, T, (ctypes.c_int * T)(*tokens),
-            _ptr(cos), _ptr(sin), _ptr(self._scratch), _ptr(logits), int(not last_only),
-            torch.get_num_threads(),
+            self.spec, self.layers, self._k_ptrs, self._v_ptrs, cache.capacity, slot, B, T,
+            (ctypes.c_int * (B * T))(*tokens), kpos.data_ptr(), _ptr(cos), _ptr(sin), _ptr(self._scratch),
+            _ptr(logits), int(not last_only), torch.get_num_threads(),
         )  # fmt: skip
         return logits

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from lmstack.generate import ContiguousKVCache, SamplingParams, generate, native_decode
+from lmstack.generate.decode import left_pad
 from lmstack.generate.fast_forward import FastForward, decode_layout, forward_fn
-from lmstack.generate.native_decode import MAX_TOKENS, NativeDecode, library, read_once
+from lmstack.generate.native_decode import MAX_ROWS, NativeDecode, library, read_once
 from lmstack.quant.kv_cache import Int8KVCache
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine ('cc')")
@@ -78,9 +79,9 @@ def test_native_step_equals_fast_forward(name, layout, tiny_model):
 
 
 @pytest.mark.parametrize("layout", [False, True])
-@pytest.mark.parametrize("T", [2, 5, MAX_TOKENS])
+@pytest.mark.parametrize("T", [2, 5, MAX_ROWS])
 def test_several_tokens_in_one_call(T, layout, tiny_model):
-    """Up to MAX_TOKENS tokens of one row in one call (a speculative verification, a short prefill): the same
+    """Up to MAX_ROWS tokens of one row in one call (a speculative verification, a short prefill): the same
     logits as `FastForward` (to 1e-5) and, bit for bit, as feeding the C step one token at a time."""
     model = tiny_model(sharpen=True, **COVERED["mqa-qkv-bias-odd-ffn"])
     if layout:
@@ -101,6 +102,36 @@ def test_several_tokens_in_one_call(T, layout, tiny_model):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert torch.equal(got, chunks(native, 1))
     assert torch.equal(chunks(native, T, last_only=True), got[:, T - 1 :: T])
+
+
+@pytest.mark.parametrize("layout", [False, True])
+def test_a_batch_of_left_padded_rows(layout, tiny_model):
+    """Rows of one new token each (a batched decode step): padding slots (position -1) are not attended, every row
+    writes its own cache row; the same logits as `FastForward`, also after the rows are duplicated (`n` samples)."""
+    model = tiny_model(sharpen=True, **COVERED["gqa-tied"])
+    if layout:
+        decode_layout(model)
+    native, fast = NativeDecode.of(model), FastForward.of(model)
+    prompts = [[5, 9, 2, 7, 7, 1], [3], [10, 20, 30, 40, 50, 60, 70, 80, 90, 15]]
+    ids, pos = left_pad(prompts, "cpu")
+    logits = {}
+    with torch.inference_mode():
+        for name, fn in (("native", native), ("fast", fast)):
+            cache = ContiguousKVCache.for_model(model, 3, max_len=ids.shape[1] + 8, grow=True, initial_len=4)
+            out = [fast(ids, pos, cache, True)]
+            nxt = pos[:, -1:] + 1
+            for step in range(6):
+                last = out[-1][:, -1]
+                if step == 3:  # two samples of every prompt: the rows are duplicated into new tensors
+                    cache.select(torch.tensor([0, 0, 1, 1, 2, 2]))
+                    nxt, last = nxt.repeat_interleave(2, dim=0), last.repeat_interleave(2, dim=0)
+                tok = last.argmax(-1, keepdim=True)
+                assert native.covers(tok, cache)
+                out.append(fn(tok, nxt, cache))
+                nxt = nxt + 1
+            logits[name] = out[1:]
+    for got, want in zip(logits["native"], logits["fast"]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(NOT_COVERED))
@@ -131,9 +162,11 @@ def test_covers_one_row_one_token_and_a_float32_contiguous_cache(tiny_model):
     one = torch.tensor([[3]])
     cache = ContiguousKVCache.for_model(model, 1, 8)
     assert NativeDecode.covers(one, cache)
-    assert NativeDecode.covers(torch.tensor([[3] * MAX_TOKENS]), cache)  # a speculative verification
-    assert not NativeDecode.covers(torch.tensor([[3] * (MAX_TOKENS + 1)]), cache)  # a longer prefill
-    assert not NativeDecode.covers(torch.tensor([[3], [4]]), ContiguousKVCache.for_model(model, 2, 8))  # a batch
+    assert NativeDecode.covers(torch.tensor([[3] * MAX_ROWS]), cache)  # a speculative verification
+    assert not NativeDecode.covers(torch.tensor([[3] * (MAX_ROWS + 1)]), cache)  # a longer prefill
+    assert NativeDecode.covers(torch.tensor([[3]] * MAX_ROWS), ContiguousKVCache.for_model(model, MAX_ROWS, 8))
+    assert not NativeDecode.covers(torch.tensor([[3]] * 17), ContiguousKVCache.for_model(model, 17, 8))
+    assert not NativeDecode.covers(torch.tensor([[3, 4]] * 2), ContiguousKVCache.for_model(model, 2, 8))  # a prefill
     assert not NativeDecode.covers(one, Int8KVCache.for_model(model, 1, max_len=8))
 
 
@@ -193,7 +226,7 @@ def test_bad_token_id_is_a_clear_error(tiny_model):
     cache = ContiguousKVCache.for_model(model, 1, 8)
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 101\), got \[100000\]"):
         native(torch.tensor([[100000]]), torch.tensor([[0]]), cache)
-    with pytest.raises(ValueError, match=r"consecutive non-negative positions, got \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"consecutive non-negative positions per row, got \[\[0, 2\]\]"):
         native(torch.tensor([[1, 2]]), torch.tensor([[0, 2]]), cache)
     assert cache.length == 0  # nothing claimed
 
