@@ -135,7 +135,26 @@ static void dot4x4(const float *w, long ld, const float *const x[4], int in, flo
    Each weight is read from memory once for all T rows (the rows' sums run in the same order as for one row). */
 static void product(const Matrix *W, const float *x, long xs, int in, int T, float *y, long ys, int lo, int hi,
                     int add) {
-    if (W->by_rows) { /* dot products over contiguous rows of W, four at a time */
+    if (W->by_rows && T == 1) { /* the decode step: four dot products at a time, no loop over rows of x */
+        float s[4];
+        for (int c0 = lo; c0 < hi; c0 += 4) {
+            int nr = hi - c0 < 4 ? hi - c0 : 4;
+            if (nr == 4)
+                dot4(W->p + (long)c0 * W->ld, W->ld, x, in, s);
+            else /* the last 1-3 rows of W: the same sums, one row at a time */
+                for (int c = 0; c < nr; c++) {
+                    float one[4];
+                    dot4(W->p + (long)(c0 + c) * W->ld, 0, x, in, one);
+                    s[c] = one[0];
+                }
+            for (int c = 0; c < nr; c++) {
+                float v = s[c] + (W->bias ? W->bias[c0 + c] : 0.0f);
+                y[c0 + c - lo] = add ? y[c0 + c - lo] + v : v;
+            }
+        }
+        return;
+    }
+    if (W->by_rows) { /* dot products over contiguous rows of W: four rows of W by four rows of x */
         for (int c0 = lo; c0 < hi; c0 += 4) {
             int nr = hi - c0 < 4 ? hi - c0 : 4;
             for (int r0 = 0; r0 < T; r0 += 4) { /* x rows four at a time (one: dot4, the memory-bound step) */
@@ -162,6 +181,31 @@ static void product(const Matrix *W, const float *x, long xs, int in, int T, flo
                         yr[c0 + c - lo] = add ? yr[c0 + c - lo] + v : v;
                     }
                 }
+            }
+        }
+        return;
+    }
+    if (T == 1) { /* the decode step: one row's partial sums, kept apart so the compiler sees a single row */
+        float acc[BLOCK];
+        for (int c0 = lo; c0 < hi; c0 += BLOCK) {
+            int b = hi - c0 < BLOCK ? hi - c0 : BLOCK, i = 0;
+            for (int c = 0; c < b; c++) acc[c] = 0.0f;
+            for (; i + 4 <= in; i += 4) {
+                const float *w0 = W->p + (long)i * W->ld + c0, *w1 = w0 + W->ld, *w2 = w1 + W->ld, *w3 = w2 + W->ld;
+                float x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
+#pragma omp simd
+                for (int c = 0; c < b; c++) acc[c] += x0 * w0[c] + x1 * w1[c] + x2 * w2[c] + x3 * w3[c];
+            }
+            for (; i < in; i++) {
+                const float *w = W->p + (long)i * W->ld + c0;
+                float xi = x[i];
+#pragma omp simd
+                for (int c = 0; c < b; c++) acc[c] += xi * w[c];
+            }
+            float *out = y + (c0 - lo);
+            for (int c = 0; c < b; c++) {
+                float v = acc[c] + (W->bias ? W->bias[c0 + c] : 0.0f);
+                out[c] = add ? out[c] + v : v;
             }
         }
         return;

@@ -1,23 +1,28 @@
-"""The batch-1 decode step in C: one parallel region per token instead of one per matrix product.
+"""The decode step in C: one parallel region per forward instead of one per matrix product.
 
-Why (docs/generate.md, "Where a decode step goes"): at batch 1 a float32 step of SmolLM2-135M is 121 matrix-vector
+Why (docs/generate.md, "The decode step in C"): at batch 1 a float32 step of SmolLM2-135M is 121 matrix-vector
 products streaming 538 MB plus ~1,000 small ops. In PyTorch each product is its own OpenMP parallel region; under
 `OMP_WAIT_POLICY=PASSIVE` the second thread sleeps between regions, so every product pays a futex wake-up, and
-every small op pays dispatch: 44 ms a token where the products alone stream in ~25 ms. `native_decode.c` runs the
-whole step (embedding row, per layer: RMSNorm, q|k|v, RoPE, the cache write, attention, o, RMSNorm, gate|up, SiLU,
-down; final norm, head) in one region: the threads wake once a token and meet at a spinning barrier between the
-phases of a layer. It reads the weights where `decode_layout` keeps them ((in, out) row-major, q|k|v and gate|up
-fused) and the keys and values in the `ContiguousKVCache`, so prefill (`FastForward`) and decode share one cache.
+every small op pays dispatch: ~40 ms a token where the weights alone stream in ~20 ms. `native_decode.c` runs the
+whole forward (embedding rows, per layer: RMSNorm, q|k|v, RoPE, the cache write, attention, o, RMSNorm, gate|up,
+SiLU, down; final norm, head) in one region: the threads wake once and meet at a spinning barrier between the
+phases of a layer. It reads the weights where they are (nn.Linear's (out, in) rows, or `decode_layout`'s (in, out)
+matrices with q|k|v and gate|up fused) and the keys and values in the `ContiguousKVCache`, so a prefill by
+`FastForward` and the steps after it share one cache.
+
+One call takes up to MAX_ROWS new tokens: 1-16 of one row (a decode step, a speculative verification, a short
+prefill) or one each of up to 16 rows (a batched step; slots at position -1, left padding, are not attended).
+Every weight is read once for all of them.
 
 Built at first use with the system C compiler (`$CC`, else `cc`; `-O3 -march=native -fopenmp`, about a second) into
 `$LMSTACK_HOME/native/<hash of source, flags, compiler and CPU>/`, written atomically; no compiler, a failed build
 or `LMSTACK_NATIVE=0` leaves decoding on `FastForward` (a warning says why, once).
 Covered: float32 pre-norm decoders with RMSNorm, RoPE (any scaling: the cos / sin tables come from the model's
-`RotaryEmbedding`), MHA / GQA / MQA, optional q|k|v biases, SwiGLU, tied or untied head, after `decode_layout`;
-one row, one new token, a float32 `ContiguousKVCache`. Everything else (prefill, batches, INT8 caches, quantized
-or bf16 weights, LayerNorm, ALiBi, sliding windows, QK-norm) runs `FastForward` as before.
+`RotaryEmbedding`), MHA / GQA / MQA, optional q|k|v biases, SwiGLU, tied or untied head; a float32
+`ContiguousKVCache`. Everything else (longer prefills, bigger batches, INT8 caches, quantized or bf16 weights,
+LayerNorm, ALiBi, sliding windows, QK-norm) runs `FastForward` as before.
 Logits agree with `FastForward`'s to ~1e-6 (sums in another order than MKL's; tests/generate/test_native_decode.py),
-and do not depend on the thread count.
+do not depend on the thread count, and equal, bit for bit, those of feeding the same tokens one call at a time.
 """
 
 from __future__ import annotations
