@@ -7,9 +7,10 @@ Python (hook checks, argument passing) before the op runs. `FastForward` gathers
 loop, so its logits equal `model(...)`'s (tests/generate/test_fast_forward.py checks every covered variant).
 
 `decode_layout(model)` goes one step further for batch-1 CPU decoding, in place and without changing a value:
-every projection is stored transposed, (in, out) row-major (MKL's fp32 matrix-vector product streams that
-layout at ~1.6x the bandwidth of the usual (out, in) one on this machine, docs/generate.md), and each block's
-q|k|v and gate|up projections share one matrix, so a layer runs 4 products instead of 7. The modules keep their
+each block's q|k|v and gate|up projections share one matrix, so a layer runs 4 products instead of 7, stored the
+way the step that runs it reads fastest: (out, in) row-major for the C decode step (`native_decode.py`), where it
+covers the model; otherwise transposed, (in, out) row-major (MKL's fp32 matrix-vector product streams that layout
+at ~1.6x the bandwidth of the usual (out, in) one on this machine, docs/generate.md). The modules keep their
 parameters (now views into the shared matrices): state dicts, saving and training are unchanged. Quantized
 projections (`QuantLinear`) keep their packed layout but are fused the same way (`quant.linear.concat_rows`):
 one int8 / int4 kernel call for q|k|v and one for gate|up, which is what a batch-1 step saves most on.
@@ -89,9 +90,14 @@ def _versions(linears: list[nn.Linear]) -> tuple[int, ...]:
     return tuple(p._version for m in linears for p in (m.weight, m.bias) if p is not None)
 
 
-def decode_layout(model: CausalLM, packed: bool = False) -> CausalLM:
-    """Store each block's projections (in, out) row-major, q|k|v and gate|up fused, in place (values unchanged);
+def decode_layout(model: CausalLM, packed: bool = False, rows: bool | None = None) -> CausalLM:
+    """Store each block's projections for decoding, q|k|v and gate|up fused, in place (values unchanged);
     quantized q|k|v and gate|up are fused too (packed layout kept).
+
+    `rows`: keep each matrix (out, in) row-major, as nn.Linear does (fused by stacking rows). None (the default)
+    chooses what the step that will run fastest reads: (out, in) where the C decode step covers the model and can
+    be built here (`native_decode.py`: its dot products stream contiguous rows; in-process, its SmolLM2 step takes
+    ~14 % less time than on the (in, out) layout), else (in, out) for MKL's matrix-vector product.
 
     `packed`: also keep a oneDNN-packed copy of every float matrix for `FastForward` (one more copy of the
     float weights in memory). oneDNN's blocked layout multiplies a few rows at once (batched decoding, prefill)
@@ -101,6 +107,10 @@ def decode_layout(model: CausalLM, packed: bool = False) -> CausalLM:
     For a `Transformer` on the CPU; any other model is returned untouched. Returns the model."""
     if type(model) is not Transformer or next(model.parameters()).device.type != "cpu":
         return model
+    if rows is None:
+        from lmstack.generate.native_decode import NativeDecode, library  # it builds on this module
+
+        rows = NativeDecode.supports(model) and library() is not None
     with torch.no_grad():
         for block in model.blocks:
             attn, ffn = block.attn, block.ffn
@@ -111,13 +121,13 @@ def decode_layout(model: CausalLM, packed: bool = False) -> CausalLM:
                 groups += [[ffn.up_proj], [ffn.down_proj]]
             for group in groups:
                 if all(type(m) is nn.Linear for m in group):
-                    _share(group, packed)
+                    _share(group, packed, rows)
                 elif len(group) > 1 and all(type(m) is QuantLinear for m in group):
                     whole = concat_rows(group)  # one fused-kernel call (the packed rows stay as they are)
                     if whole is not None:
                         group[0].fused_with_next = (whole,)
         if type(model.lm_head) is nn.Linear:  # tied: the embedding table too (a lookup reads one strided row)
-            _share([model.lm_head], packed)
+            _share([model.lm_head], packed, rows)
     return model
 
 
@@ -126,23 +136,26 @@ def packed_nbytes(model: nn.Module) -> int:
     return sum(m.fused_with_next[0].nbytes for m in model.modules() if getattr(m, "onednn_weight", None) is not None)
 
 
-def _share(linears: list[nn.Linear], packed: bool = False) -> None:
-    """One (in, sum of out) row-major matrix; each module's weight becomes an (out, in) view of its columns
-    (and with `packed`, a oneDNN-packed copy of the whole goes beside it)."""
-    storage = torch.cat([m.weight for m in linears]).t().contiguous()  # (in, out_total)
+def _share(linears: list[nn.Linear], packed: bool = False, rows: bool = False) -> None:
+    """One matrix for all of them, (in, sum of out) row-major, each module's weight an (out, in) view of its
+    columns; with `rows`, (sum of out, in) row-major, each weight a block of its rows. With `packed`, a
+    oneDNN-packed copy of the whole goes beside it."""
+    stacked = torch.cat([m.weight for m in linears])  # (out_total, in)
+    storage = stacked if rows else stacked.t().contiguous()  # rows: (out_total, in); else (in, out_total)
+    whole = storage if rows else storage.t()  # (out_total, in) either way
     biases = [m.bias for m in linears]
     bias = torch.cat(biases) if all(b is not None for b in biases) else None
     offset = 0
     for m in linears:
         n = m.out_features
-        m.weight.data = storage[:, offset : offset + n].t()  # (out, in), strides (1, out_total)
+        m.weight.data = whole[offset : offset + n]  # (out, in): contiguous rows, or strides (1, out_total)
         if bias is not None:
             m.bias.data = bias[offset : offset + n]
         offset += n
-    linears[0].fused_with_next = (storage.t(), bias)  # (out_total, in) view, (out_total,)
+    linears[0].fused_with_next = (whole, bias)  # (out_total, in), (out_total,)
     if packed and storage.dtype == torch.float32 and torch.backends.mkldnn.is_available():
         linears[0].onednn_weight = (
-            torch.ops.mkldnn._reorder_linear_weight(storage.t().contiguous()),
+            torch.ops.mkldnn._reorder_linear_weight(whole.contiguous()),
             _versions(linears),
         )
 

@@ -184,33 +184,43 @@ class NativeDecode:
         self._k_ptrs = self._v_ptrs = None
         self._scratch = torch.empty(0)
 
-    @classmethod
-    def of(cls, model: nn.Module) -> NativeDecode | None:
-        """A NativeDecode for `model`, or None when the model is outside what the C step covers (see above) or the
-        step cannot be built here."""
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Whether the C step covers `model`'s architecture and dtype (see above), whatever its weights' layout."""
         if FastForward.of(model) is None:  # hooks, unknown modules, training mode, non-plain configs
-            return None
+            return False
         cfg = model.config
         plain = (cfg.norm == "rmsnorm" and cfg.position == "rope" and cfg.ffn == "swiglu" and not cfg.bias
                  and not cfg.qk_norm and cfg.sliding_window is None and model.rope is not None)  # fmt: skip
         if not plain or type(model.embed) is not nn.Embedding:  # e.g. an int8 table shared with the head
-            return None
+            return False
         embed = model.embed.weight
-        if embed.dtype != torch.float32 or embed.device.type != "cpu":
-            return None
-        if type(model.norm) is not RMSNorm or not _vector(model.norm.weight):
+        if embed.dtype != torch.float32 or embed.device.type != "cpu" or type(model.norm) is not RMSNorm:
+            return False
+        for block in model.blocks:
+            a, f = block.attn, block.ffn
+            if type(f) is not SwiGLU or type(block.attn_norm) is not RMSNorm or type(block.ffn_norm) is not RMSNorm:
+                return False
+            for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, f.gate_proj, f.up_proj, f.down_proj):
+                if type(m) is not nn.Linear or m.weight.dtype != torch.float32:
+                    return False
+        return type(model.lm_head) is nn.Linear and model.lm_head.weight.dtype == torch.float32
+
+    @classmethod
+    def of(cls, model: nn.Module) -> NativeDecode | None:
+        """A NativeDecode for `model`, or None when the model is outside what the C step covers (see above), its
+        weights are in a layout it does not read, or the step cannot be built here."""
+        if not cls.supports(model) or not _vector(model.norm.weight):
             return None
         head = _matrix(model.lm_head)
         if head is None:
             return None
-        keep, layers = [embed, model.norm.weight, *head[1]], []
+        keep, layers = [model.embed.weight, model.norm.weight, *head[1]], []
         for block in model.blocks:
             a, f = block.attn, block.ffn
             norms = (block.attn_norm, block.ffn_norm)
-            if type(f) is not SwiGLU or any(type(n) is not RMSNorm or not _vector(n.weight) for n in norms):
-                return None
             mats = [_matrix(m) for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, f.gate_proj, f.up_proj, f.down_proj)]
-            if any(m is None for m in mats):
+            if any(m is None for m in mats) or not all(_vector(n.weight) for n in norms):
                 return None
             keep += [t for m in mats for t in m[1]] + [n.weight for n in norms]
             layers.append(_Layer(_ptr(norms[0].weight), _ptr(norms[1].weight), *(m[0] for m in mats)))

@@ -79,12 +79,15 @@ def test_fused_heads_rotate_q_and_k_in_one_call_bit_for_bit(name, tiny_model):
         assert torch.equal(got, ref)
 
 
-def test_layout_keeps_values_saves_and_trains_the_same(tiny_model, tmp_path):
+@pytest.mark.parametrize("rows", [False, True])
+def test_layout_keeps_values_saves_and_trains_the_same(rows, tiny_model, tmp_path):
     model, twin = tiny_model(), tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    decode_layout(model)
+    decode_layout(model, rows=rows)
     q = model.blocks[0].attn.q_proj.weight
-    assert q.stride() == (1, q.shape[0] + 2 * model.blocks[0].attn.k_proj.out_features)  # a column block of q|k|v
+    total = q.shape[0] + 2 * model.blocks[0].attn.k_proj.out_features
+    # a block of rows of the (q|k|v, in) matrix, or a block of columns of the (in, q|k|v) one
+    assert q.stride() == ((q.shape[1], 1) if rows else (1, total))
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     model.save_pretrained(tmp_path / "m")
@@ -167,3 +170,17 @@ def test_generate_with_layout_equals_without(tiny_model):
     assert generate(laid, PROMPTS[:2], beams) == generate(model, PROMPTS[:2], beams)
     lookup = greedy.replace(prompt_lookup=True, num_draft_tokens=3)
     assert generate(laid, [PROMPTS[2] * 2], lookup) == generate(model, [PROMPTS[2] * 2], greedy)
+
+
+def test_the_default_layout_is_the_one_the_decode_step_reads(tiny_model, monkeypatch):
+    """(out, in) rows where the C decode step covers the model and can be built; (in, out) elsewhere."""
+    from lmstack.generate import native_decode
+
+    native = native_decode.library() is not None
+    q = decode_layout(tiny_model()).blocks[0].attn.q_proj.weight
+    assert (q.stride(1) == 1) == native
+    q = decode_layout(tiny_model(**VARIANTS["gpt2"])).blocks[0].attn.q_proj.weight  # LayerNorm, GELU: not covered
+    assert q.stride(0) == 1
+    monkeypatch.setattr(native_decode, "library", lambda: None)  # no compiler here
+    q = decode_layout(tiny_model()).blocks[0].attn.q_proj.weight
+    assert q.stride(0) == 1

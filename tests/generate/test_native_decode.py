@@ -63,11 +63,11 @@ def decode(fn, model, threads: int, steps: int = 12) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", list(COVERED))
-@pytest.mark.parametrize("layout", [False, True])
+@pytest.mark.parametrize("layout", [None, "columns", "rows"])  # nn.Linear as loaded, decode_layout
 def test_native_step_equals_fast_forward(name, layout, tiny_model):
     model = tiny_model(sharpen=True, **COVERED[name])
     if layout:
-        decode_layout(model)
+        decode_layout(model, rows=layout == "rows")
     native = NativeDecode.of(model)
     assert native is not None
     want = decode(FastForward.of(model), model, 2)
@@ -78,14 +78,14 @@ def test_native_step_equals_fast_forward(name, layout, tiny_model):
         assert torch.equal(got1, got2)  # every output is summed by one thread in one order
 
 
-@pytest.mark.parametrize("layout", [False, True])
+@pytest.mark.parametrize("layout", [None, "columns", "rows"])  # nn.Linear as loaded, decode_layout
 @pytest.mark.parametrize("T", [2, 5, MAX_ROWS])
 def test_several_tokens_in_one_call(T, layout, tiny_model):
     """Up to MAX_ROWS tokens of one row in one call (a speculative verification, a short prefill): the same
     logits as `FastForward` (to 1e-5) and, bit for bit, as feeding the C step one token at a time."""
     model = tiny_model(sharpen=True, **COVERED["mqa-qkv-bias-odd-ffn"])
     if layout:
-        decode_layout(model)
+        decode_layout(model, rows=layout == "rows")
     native, fast = NativeDecode.of(model), FastForward.of(model)
     ids = torch.randint(0, model.config.vocab_size, (1, 3 * T), generator=torch.Generator().manual_seed(T))
     pos = torch.arange(3 * T)[None]
@@ -104,13 +104,13 @@ def test_several_tokens_in_one_call(T, layout, tiny_model):
     assert torch.equal(chunks(native, T, last_only=True), got[:, T - 1 :: T])
 
 
-@pytest.mark.parametrize("layout", [False, True])
+@pytest.mark.parametrize("layout", [None, "columns", "rows"])  # nn.Linear as loaded, decode_layout
 def test_a_batch_of_left_padded_rows(layout, tiny_model):
     """Rows of one new token each (a batched decode step): padding slots (position -1) are not attended, every row
     writes its own cache row; the same logits as `FastForward`, also after the rows are duplicated (`n` samples)."""
     model = tiny_model(sharpen=True, **COVERED["gqa-tied"])
     if layout:
-        decode_layout(model)
+        decode_layout(model, rows=layout == "rows")
     native, fast = NativeDecode.of(model), FastForward.of(model)
     prompts = [[5, 9, 2, 7, 7, 1], [3], [10, 20, 30, 40, 50, 60, 70, 80, 90, 15]]
     ids, pos = left_pad(prompts, "cpu")
@@ -209,13 +209,19 @@ def test_the_portable_kernels_equal_fast_forward_too(tmp_path, monkeypatch, tiny
     monkeypatch.setattr(native_decode, "FLAGS", [*native_decode.FLAGS, "-mno-avx512f"])
     library.cache_clear()
     try:
-        for layout in (False, True):
+        for layout in (None, "columns"):
             model = tiny_model(sharpen=True, n_kv_heads=1, qkv_bias=True, d_ff=70)  # rows, sums: not multiples of 4
             if layout:
-                decode_layout(model)
-            want = decode(FastForward.of(model), model, 2)
-            for got, ref in zip(decode(NativeDecode.of(model), model, 2), want):
+                decode_layout(model, rows=False)
+            native, fast = NativeDecode.of(model), FastForward.of(model)
+            want = decode(fast, model, 2)
+            for got, ref in zip(decode(native, model, 2), want):
                 torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+            ids, pos = torch.tensor([PROMPT[:5]]), torch.arange(5)[None]  # five tokens in one call
+            with torch.inference_mode():
+                got = native(ids, pos, ContiguousKVCache.for_model(model, 1, 8))
+                ref = fast(ids, pos, ContiguousKVCache.for_model(model, 1, 8))
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     finally:
         library.cache_clear()
 
