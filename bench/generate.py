@@ -329,9 +329,10 @@ def main() -> None:
                   "same tokens"]  # fmt: skip
         md.append(table(header, speed_rows))
         md.append(
-            "\nOurs is `generate()` on the model as `lmstack generate` loads it: `decode_layout` (projections stored "
-            "(in, out), q|k|v and gate|up fused: same values), one-row steps in C (lmstack/generate/native_decode.py) "
-            "and everything else in the module-call-free `FastForward` (lmstack/generate/fast_forward.py); eager, "
+            "\nOurs is `generate()` on the model as `lmstack generate` loads it: `decode_layout` (q|k|v and gate|up "
+            "fused, stored for the step that runs them: same values), one-row steps in C "
+            "(lmstack/generate/native_decode.py) and everything else in the module-call-free `FastForward` "
+            "(lmstack/generate/fast_forward.py); eager, "
             "no `torch.compile`. Decode steps run on the thread count "
             "measured faster for the model and batch (lmstack/generate/cpu_threads.py; for the random Llamas "
             "that is one thread: waking a second costs more than their ops); the 'both on 1 thread' rows give "
