@@ -237,17 +237,19 @@ class FastForward:
     @classmethod
     def of(cls, model: CausalLM) -> FastForward | None:
         """A FastForward for `model`, or None when it holds anything this path does not implement (see above)."""
+        return cls(model) if cls.covers(model) else None
+
+    @staticmethod
+    def covers(model: CausalLM) -> bool:
+        """Whether this path implements everything `model` holds (see above)."""
         if type(model) is not Transformer or model.training:
-            return None
+            return False
         cfg = model.config
         plain = (cfg.norm_placement == "pre" and cfg.causal and not cfg.n_experts and cfg.lm_head
                  and cfg.attention == "sdpa" and not cfg.type_vocab_size and not cfg.embed_norm)  # fmt: skip
         if not plain or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-            return None
-        for m in model.modules():
-            if type(m) not in KNOWN or m._forward_hooks or m._forward_pre_hooks:
-                return None
-        return cls(model)
+            return False
+        return all(type(m) in KNOWN and not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
     def __call__(
         self, input_ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False
@@ -344,8 +346,9 @@ class FastForward:
 def forward_fn(model: CausalLM) -> Logits:
     """The fastest correct way to get logits from `model` with a cache: `FastForward` if it covers the model,
     else `model(...)`; decode steps on the thread count measured faster for this model (`cpu_threads.py`).
-    Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V). One-row float32 decode steps of
-    the models it covers run in C (`native_decode.py`: one parallel region per token)."""
+    Call it as `fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V). Float32 calls of up to 16 new
+    tokens (a decode step, a batched step, a verification) on the models it covers run in C (`native_decode.py`:
+    one parallel region per forward)."""
     fast = FastForward.of(model)
     if fast is not None:
         from lmstack.generate.native_decode import NativeDecode  # it builds on this module
@@ -364,7 +367,7 @@ def forward_fn(model: CausalLM) -> Logits:
 
 
 def _with_native_decode(fast: FastForward, native: object) -> Logits:
-    """`native` for the calls it covers (one row, one token, a float32 contiguous cache), `fast` for the rest."""
+    """`native` for the calls it covers (`NativeDecode.covers`), `fast` for the rest."""
 
     def forward(ids: torch.Tensor, positions: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
         if native.covers(ids, cache):

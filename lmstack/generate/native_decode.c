@@ -1,15 +1,16 @@
-/* One batch-1 decode step of a float32 Llama-style decoder, as one parallel region (see native_decode.py).
+/* A decode forward of a float32 Llama-style decoder as one parallel region (see native_decode.py).
 
    A step is ~121 matrix-vector products (SmolLM2-135M) and a few hundred small ops. In PyTorch each product is
    its own OpenMP parallel region, and under OMP_WAIT_POLICY=PASSIVE the second thread sleeps between regions:
    every region pays a futex wake-up (tens of microseconds on a VM), and every small op pays dispatch. Here the
-   team of threads is woken once per token; the phases of a layer are separated by a spinning barrier (the
+   team of threads is woken once per call; the phases of a layer are separated by a spinning barrier (the
    threads are both busy, so a spin is short), and the small ops run inline.
 
-   Work split: each product y = h W with W stored (in, out) row-major (what `decode_layout` keeps), thread t
-   owning a contiguous range of output columns, so a column's sum runs i = 0..in-1 in the same order whatever the
-   thread count (the logits do not depend on it). Attention splits heads; norms are recomputed by every thread
-   into its own buffer (D floats: cheaper than a barrier).
+   A call takes up to MAX_ROWS rows of x: 1-16 new tokens of one sequence, or one token each of up to 16
+   sequences. Work split: each product's outputs are shared among the threads (row-major weights in chunks
+   claimed from a counter, column-major ones in equal static shares), so every output is summed by one thread
+   in one order whatever the thread count (the logits do not depend on it). Attention splits (row, head) pairs;
+   norms are recomputed by every thread into its own buffer (D floats a row: cheaper than a barrier).
 
    The order of operations follows `FastForward` (rms_norm, q|k|v, rotate q and k with cos and the signed sin,
    softmax(q k^T * scale) v, o + residual, rms_norm, silu(gate) * up, down + residual, final norm, head).

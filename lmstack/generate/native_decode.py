@@ -167,8 +167,8 @@ def _vector(t: torch.Tensor) -> bool:
 
 
 class NativeDecode:
-    """`fn(ids, positions, cache, last_only)` -> logits (1, 1, V) for one token of one row, in C. Build with
-    `NativeDecode.of(model)`; `covers(ids, cache)` says whether a call is one it runs."""
+    """`fn(ids, positions, cache, last_only)` -> logits (B, T or 1, V) for up to MAX_ROWS new tokens, in C. Build
+    with `NativeDecode.of(model)`; `covers(ids, cache)` says whether a call is one it runs."""
 
     def __init__(self, model: Transformer, lib: ctypes.CDLL, head: _Matrix, layers: list[_Layer], keep: list) -> None:
         cfg = self.cfg = model.config
@@ -187,7 +187,7 @@ class NativeDecode:
     @staticmethod
     def supports(model: nn.Module) -> bool:
         """Whether the C step covers `model`'s architecture and dtype (see above), whatever its weights' layout."""
-        if FastForward.of(model) is None:  # hooks, unknown modules, training mode, non-plain configs
+        if not FastForward.covers(model):  # hooks, unknown modules, training mode, non-plain configs
             return False
         cfg = model.config
         plain = (cfg.norm == "rmsnorm" and cfg.position == "rope" and cfg.ffn == "swiglu" and not cfg.bias
