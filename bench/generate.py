@@ -15,6 +15,7 @@ Run: `OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/generate.py [--quick]`; wri
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import sys
@@ -27,7 +28,11 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # llama_cpp.py
+import llama_cpp  # noqa: E402
+
+from bench import quant  # noqa: E402
 from bench.report import table, write_section  # noqa: E402
+from lmstack.common.home import lmstack_home  # noqa: E402
 from lmstack.generate import ContiguousKVCache, GenerationStats, SamplingParams, generate  # noqa: E402
 from lmstack.generate.fast_forward import decode_layout  # noqa: E402
 from lmstack.generate.native_decode import read_once  # noqa: E402
@@ -125,9 +130,9 @@ def decode_ms(run, reps_new: int = 64) -> float:
 
 def step_yardsticks(ours: Transformer, hf: object, rounds: int) -> list[list[object]]:
     """SmolLM2-135M fp32, batch 1, decode steps only (32-token prompt): the C step (what `generate` runs), the
-    PyTorch step (`LMSTACK_NATIVE=0`: `FastForward`), `transformers`, llama.cpp F32 on the same weights (when the
-    quantization benchmark has built it and written the GGUF), and the memory floor: the time two threads take to
-    read every weight once. Interleaved rounds; medians."""
+    PyTorch step (`LMSTACK_NATIVE=0`: `FastForward`, on a copy laid out (in, out)), `transformers`, llama.cpp F32 on
+    the same weights (when bench/quant.py has built it and written the GGUF), and the memory floor: the time two
+    threads take to read every weight once. Interleaved rounds; medians."""
     from lmstack.generate import native_decode
 
     prompt = torch.randint(3, ours.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(1))
@@ -135,11 +140,14 @@ def step_yardsticks(ours: Transformer, hf: object, rounds: int) -> list[list[obj
     def ours_run(n: int) -> None:
         generate(ours, prompt.tolist(), SamplingParams(max_new_tokens=n, temperature=0, ignore_eos=True))
 
+    # the PyTorch step on the layout it reads fastest ((in, out): MKL's matrix-vector product), not the C step's
+    laid_out = decode_layout(copy.deepcopy(ours), rows=False)
+
     def pytorch_run(n: int) -> None:
         os.environ["LMSTACK_NATIVE"] = "0"
         native_decode.library.cache_clear()
         try:
-            ours_run(n)
+            generate(laid_out, prompt.tolist(), SamplingParams(max_new_tokens=n, temperature=0, ignore_eos=True))
         finally:
             del os.environ["LMSTACK_NATIVE"]
             native_decode.library.cache_clear()
@@ -150,29 +158,16 @@ def step_yardsticks(ours: Transformer, hf: object, rounds: int) -> list[list[obj
                         do_sample=False, pad_token_id=0)  # fmt: skip
 
     weights = list({p.data_ptr(): p.detach().contiguous() for p in hf.parameters()}.values())  # tied: once
-    gguf = Path(os.environ.get("LMSTACK_HOME", Path.home() / ".cache/lmstack")) / "bench/quant/smollm2-135m"
-    llama = None
-    try:
-        from llama_cpp import binaries, root
-
-        built = [b for b in (root() / "build", root() / "build-noamx") if (b / ".complete").exists()]
-        if built and (gguf / "model-f32.gguf").exists():
-            llama = binaries(built[-1])["llama-bench"]
-    except ImportError:
-        pass
+    gguf = lmstack_home() / "bench/quant/smollm2-135m/model-f32.gguf"  # written by bench/quant.py
+    binaries = llama_cpp.built()  # None: llama.cpp not built here (bench/quant.py builds it); no row
 
     def llama_run() -> float:
-        cmd = [str(llama), "-m", str(gguf / "model-f32.gguf"), "-p", "0", "-n", "64", "-t", str(THREADS), "-o", "json"]
-        import json
-        import subprocess
-
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        return 1e3 / json.loads(done.stdout)[0]["avg_ts"]
+        return 1e3 / quant.llama_bench(binaries["llama-bench"], gguf)["decode_b1"]
 
     sides = {"lmstack, C step": lambda: decode_ms(ours_run), "lmstack, PyTorch step": lambda: decode_ms(pytorch_run),
              "transformers": lambda: decode_ms(hf_run),
              "memory floor (read every weight once)": lambda: read_once(weights, THREADS)[0] * 1e3}  # fmt: skip
-    if llama is not None:
+    if binaries is not None and gguf.is_file():
         sides["llama.cpp F32 (llama-bench -n 64)"] = llama_run
     for fn in sides.values():  # warm-up (and the native library built)
         fn()
@@ -347,7 +342,8 @@ def main() -> None:
                 "\n### SmolLM2-135M fp32, batch 1: one decode step (ms), against the memory floor\n\n"
                 "Decode steps only (a 65-token run minus a 1-token run, over 64; 32-token prompt): the C step "
                 "(lmstack/generate/native_decode.py, what `generate` runs for one row), the PyTorch step it replaced "
-                "(`LMSTACK_NATIVE=0`), `transformers`, llama.cpp at F32 on the same weights (when bench/quant.py has "
+                "(`LMSTACK_NATIVE=0`, on the (in, out) layout it reads fastest), `transformers`, llama.cpp at F32 "
+                "on the same weights (when bench/quant.py has "
                 "built it), and the floor: two threads reading every weight (538 MB) once in one parallel region. "
                 "No fp32 engine can beat `transformers` here by more than the floor row's ratio.\n"
             )

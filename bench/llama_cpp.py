@@ -117,11 +117,22 @@ def binaries(build: Path) -> dict[str, Path]:
     return {t: build / "bin" / t for t in TARGETS}
 
 
+def build_dir() -> Path:
+    """Where this machine's build goes (or went): without AMX where its tile instructions trap."""
+    return root() / ("build-noamx" if amx_traps() else "build")
+
+
+def built() -> dict[str, Path] | None:
+    """{target: binary path} of a finished build for this machine, or None (nothing is built here)."""
+    out = build_dir()
+    return binaries(out) if (out / ".complete").is_file() else None
+
+
 def build(jobs: int = 2) -> dict[str, Path]:
     """Build llama.cpp once (under a file lock) and return {target: binary path}."""
     base = root()
-    no_amx = amx_traps()
-    out = base / ("build-noamx" if no_amx else "build")
+    out = build_dir()
+    no_amx = out.name == "build-noamx"
     if (out / ".complete").is_file():
         return binaries(out)
     base.mkdir(parents=True, exist_ok=True)
